@@ -1,0 +1,1 @@
+"""Prefect flows, MLflow tracking, registry and the pyfunc model (imports stay lazy)."""

@@ -1,0 +1,1 @@
+"""One module per ``sbi-ops`` sub-command; each exposes ``register(app)``."""

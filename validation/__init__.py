@@ -1,0 +1,1 @@
+"""Store validation: pandera-checked Zarr simulation stores."""
