@@ -1,0 +1,123 @@
+"""Conditioner networks: a plain MLP for couplings and a masked MLP (MADE) for autoregression.
+
+References:
+    Germain et al. (2015), "MADE: Masked Autoencoder for Distribution Estimation", ICML.
+    Papamakarios et al. (2017), "Masked Autoregressive Flow for Density Estimation", NeurIPS.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+def _linear_init(key: PRNGKeyArray, in_size: int, out_size: int, zero: bool
+                 ) -> tuple[Float[Array, "out in"], Float[Array, " out"]]:
+    """LeCun-uniform init (equinox's default); ``zero`` gives an exactly-zero final layer."""
+    if zero:
+        # A zero last layer makes every flow layer start as the identity (stable early training).
+        return jnp.zeros((out_size, in_size)), jnp.zeros((out_size,))
+    limit = 1.0 / math.sqrt(max(in_size, 1))  # in_size may be 0 (D=1 coupling without context)
+    wkey, bkey = jax.random.split(key)
+    weight = jax.random.uniform(wkey, (out_size, in_size), minval=-limit, maxval=limit)
+    bias = jax.random.uniform(bkey, (out_size,), minval=-limit, maxval=limit)
+    return weight, bias
+
+
+def _init_layers(key, sizes: list[int]) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+    keys = jax.random.split(key, len(sizes) - 1)
+    layers = [_linear_init(k, i, o, zero=(n == len(sizes) - 2))
+              for n, (k, i, o) in enumerate(zip(keys, sizes[:-1], sizes[1:]))]
+    return tuple(w for w, _ in layers), tuple(b for _, b in layers)
+
+
+def coupling_split(dim: int) -> int:
+    """Number of leading coordinates a coupling layer conditions on (the rest are transformed).
+
+    For ``dim == 1`` this is 0: the single coordinate is transformed conditioned on the context
+    only (an unconditional-in-x but context-dependent layer), so coupling flows still work.
+    """
+    return dim // 2
+
+
+class MLP(eqx.Module):
+    """ReLU MLP with ``depth`` hidden layers of width ``hidden_dim`` and a zero-initialised output.
+
+    Attributes:
+        weights: per-layer weight matrices ``(out, in)``.
+        biases: per-layer biases ``(out,)``.
+    """
+
+    weights: tuple[Array, ...]
+    biases: tuple[Array, ...]
+
+    def __init__(self, key: PRNGKeyArray, in_size: int, out_size: int, hidden_dim: int, depth: int):
+        self.weights, self.biases = _init_layers(key, [in_size] + [hidden_dim] * depth + [out_size])
+
+    def __call__(self, inputs: Float[Array, " in_size"]) -> Float[Array, " out_size"]:
+        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+            inputs = jax.nn.relu(weight @ inputs + bias)
+        return self.weights[-1] @ inputs + self.biases[-1]
+
+
+@functools.lru_cache(maxsize=None)
+def made_masks(dim: int, context_dim: int, hidden_dim: int, depth: int, outputs_per_dim: int
+               ) -> tuple[np.ndarray, ...]:
+    """Connectivity masks of a MADE with identity input order, as float32 numpy constants.
+
+    Inputs carry degrees ``1..dim``; context entries carry degree 0 (visible to every unit).
+    Hidden units cycle through degrees ``0..dim-1``: degree-0 units see only the context, so the
+    first coordinate's transformer still depends on the context. Output ``(i, p)`` (row-major
+    ``(dim, outputs_per_dim)``) has degree ``i + 1`` and sees hidden units of smaller degree, so
+    output ``i`` depends on ``x[:i]`` and the context only.
+    """
+    in_deg = np.concatenate([np.arange(1, dim + 1), np.zeros(context_dim, dtype=int)])
+    hidden_deg = np.arange(hidden_dim) % dim
+    out_deg = np.repeat(np.arange(1, dim + 1), outputs_per_dim)
+    masks = [hidden_deg[:, None] >= in_deg[None, :]]
+    masks += [hidden_deg[:, None] >= hidden_deg[None, :]] * (depth - 1)
+    masks.append(out_deg[:, None] > hidden_deg[None, :])
+    return tuple(m.astype(np.float32) for m in masks)
+
+
+class MaskedMLP(eqx.Module):
+    """MADE conditioner: output ``(i, :)`` depends only on ``x[:i]`` and the context.
+
+    The masks are recomputed from static sizes (cached numpy constants) rather than stored, so
+    saved weights hold only trainable arrays and stacked layers share one mask set.
+
+    Attributes:
+        weights, biases: layer parameters (masked entries receive zero gradient).
+        dim, context_dim, hidden_dim, depth, outputs_per_dim: static sizes.
+    """
+
+    weights: tuple[Array, ...]
+    biases: tuple[Array, ...]
+    dim: int = eqx.field(static=True)
+    context_dim: int = eqx.field(static=True)
+    hidden_dim: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    outputs_per_dim: int = eqx.field(static=True)
+
+    def __init__(self, key, dim: int, context_dim: int, hidden_dim: int, depth: int,
+                 outputs_per_dim: int):
+        self.dim, self.context_dim, self.hidden_dim = dim, context_dim, hidden_dim
+        self.depth, self.outputs_per_dim = depth, outputs_per_dim
+        sizes = [dim + context_dim] + [hidden_dim] * depth + [dim * outputs_per_dim]
+        self.weights, self.biases = _init_layers(key, sizes)
+
+    def __call__(self, x: Float[Array, " dim"], context: Float[Array, " context_dim"]
+                 ) -> Float[Array, "dim outputs_per_dim"]:
+        masks = made_masks(self.dim, self.context_dim, self.hidden_dim, self.depth,
+                           self.outputs_per_dim)
+        h = jnp.concatenate([x, context])
+        for weight, bias, mask in zip(self.weights[:-1], self.biases[:-1], masks[:-1]):
+            h = jax.nn.relu((weight * mask) @ h + bias)
+        out = (self.weights[-1] * masks[-1]) @ h + self.biases[-1]
+        return out.reshape(self.dim, self.outputs_per_dim)
