@@ -22,6 +22,7 @@ app = typer.Typer(
 # Commands in the order `--help` lists them. A command is listed here only once it is real.
 COMMAND_MODULES: tuple[str, ...] = (
     "simulate",
+    "validate",
 )
 
 for _name in COMMAND_MODULES:
