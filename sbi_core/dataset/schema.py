@@ -31,17 +31,10 @@ def parameter_specs_from_manifest(manifest: Mapping[str, Any]) -> tuple[Any, ...
 
 def observation_schema_from_manifest(manifest: Mapping[str, Any], coordinates: Mapping[str, np.ndarray]) -> Any:
     """``ObservationSchema`` of the store's blocks, with coordinates where the store has them."""
-    from sbi_core.observation import ObservationModality
-    from sbi_core.task import ObservationBlockSpec, ObservationSchema
+    from sbi_core.task import ObservationSchema
 
-    blocks = tuple(
-        ObservationBlockSpec(
-            name=b["name"],
-            modality=ObservationModality(b["modality"]),
-            length=int(b["length"]),
-            has_uncertainties=bool(b["has_uncertainties"]),
-            coordinates=coordinates.get(b["name"]),
-        )
-        for b in manifest["blocks"]
-    )
-    return ObservationSchema(blocks=blocks)
+    blocks = [{**b, "coordinates": coordinates.get(b["name"])} for b in manifest["blocks"]]
+    try:
+        return ObservationSchema.from_payload({"blocks": blocks})
+    except ValueError as exc:
+        raise StoreFormatError(f"sbi_store.blocks: {exc}") from None
