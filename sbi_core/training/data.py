@@ -1,0 +1,128 @@
+"""Training data sources: whole splits on device, or batches streamed from a store.
+
+Observations are any JAX pytree whose leaves have the batch axis first (in the project a
+``PreStackedObservations``; a plain dict of arrays works too). Parameters are ``(N, P)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+from jaxtyping import Array, Float
+
+PyTree = Any
+PrepareFn = Callable[[np.ndarray, PyTree], tuple[Any, PyTree]]
+
+
+def _identity_prepare(parameters: np.ndarray, observations: PyTree) -> tuple[Any, PyTree]:
+    return parameters, observations
+
+
+def leading_size(name: str, parameters: Any, observations: PyTree) -> int:
+    """Return the shared batch size of ``parameters`` and every observation leaf.
+
+    Args:
+        name: Data-source name used in error messages.
+        parameters: ``(N, P)`` array.
+        observations: Pytree of arrays with leading axis ``N``.
+
+    Returns:
+        ``N``.
+
+    Raises:
+        ValueError: If ``parameters`` is not 2-D, or a leaf's leading axis differs from ``N``.
+    """
+    shape = np.shape(parameters)
+    if len(shape) != 2:
+        raise ValueError(f"{name}.parameters must have shape (N, P), got shape {shape}")
+    n = shape[0]
+    leaves, _ = jax.tree_util.tree_flatten_with_path(observations)
+    for path, leaf in leaves:
+        leaf_shape = np.shape(leaf)
+        if not leaf_shape or leaf_shape[0] != n:
+            raise ValueError(
+                f"{name}.observations{jax.tree_util.keystr(path)} must have leading (batch) axis "
+                f"{n} to match parameters, got shape {leaf_shape}"
+            )
+    return n
+
+
+@dataclass(frozen=True)
+class InMemoryData:
+    """A whole, already prepared split that fits in device memory.
+
+    Attributes:
+        parameters: ``(N, P)`` parameters in the space the loss expects.
+        observations: Pytree of ``(N, ...)`` arrays (e.g. ``PreStackedObservations``).
+    """
+
+    parameters: Float[Array, "n p"] | np.ndarray
+    observations: PyTree
+
+    def __post_init__(self) -> None:
+        if leading_size("InMemoryData", self.parameters, self.observations) < 1:
+            raise ValueError("InMemoryData holds no samples (N = 0); expected N >= 1")
+
+    @property
+    def num_samples(self) -> int:
+        """Number of samples ``N``."""
+        return int(np.shape(self.parameters)[0])
+
+    def on_device(self) -> tuple[Array, PyTree]:
+        """Return ``(parameters, observations)`` transferred to the default device once."""
+        return jax.device_put((self.parameters, self.observations))
+
+    @classmethod
+    def from_store(cls, store: Any, split: str, prepare: PrepareFn | None = None) -> InMemoryData:
+        """Read a whole split of a simulation store and prepare it.
+
+        Args:
+            store: Object with ``read(split) -> (parameters, observations)`` (``SimulationStore``).
+            split: ``"train"``, ``"validation"``, ``"test"`` or ``"all"``.
+            prepare: Maps raw ``(parameters, observations)`` to the model's inputs (space
+                transform, preprocessing); identity when None.
+
+        Returns:
+            The prepared split.
+        """
+        parameters, observations = store.read(split)
+        return cls(*(prepare or _identity_prepare)(parameters, observations))
+
+
+@dataclass(frozen=True)
+class StreamingData:
+    """Batches streamed from a store that does not fit in memory.
+
+    Attributes:
+        store: Object with ``iter_batches(split, batch_size, shuffle, seed, drop_last)`` yielding
+            batches with ``.parameters`` and ``.observations`` (``PosteriorBatch``).
+        split: The store split to read.
+        prepare: Maps a raw batch's ``(parameters, observations)`` to the model's inputs.
+    """
+
+    store: Any
+    split: str = "train"
+    prepare: PrepareFn = field(default=_identity_prepare)
+
+    def __post_init__(self) -> None:
+        if not callable(getattr(self.store, "iter_batches", None)):
+            raise ValueError(
+                f"StreamingData.store must provide iter_batches(split, batch_size, shuffle, seed, "
+                f"drop_last), got {type(self.store).__name__}"
+            )
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool
+    ) -> Iterator[tuple[Any, PyTree]]:
+        """Yield prepared ``(parameters, observations)`` batches on the default device."""
+        for batch in self.store.iter_batches(
+            self.split, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last
+        ):
+            yield jax.device_put(self.prepare(batch.parameters, batch.observations))
+
+
+DataSource = InMemoryData | StreamingData

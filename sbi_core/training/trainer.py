@@ -1,0 +1,388 @@
+"""``SBITrainer``: the generic training loop (any equinox model, any loss).
+
+The loop is host-side and per *epoch*: the epoch itself is one compiled call (in-memory data) or a
+stream of compiled steps (``StreamingData``), followed by one compiled validation pass. The host
+syncs once per epoch (to read the losses), which is when early stopping, the checkpoint gate,
+checkpoints, progress and callbacks happen.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from sbi_core.checkpoints import Checkpointer, CheckpointMismatchError
+from sbi_core.configs import (
+    CheckpointConfig,
+    EarlyStoppingConfig,
+    OptimizationConfig,
+    check_positive_int,
+    check_real,
+)
+from sbi_core.training.data import InMemoryData, StreamingData, leading_size
+from sbi_core.training.optimizer import build_optimizer, learning_rates_at
+from sbi_core.training.state import (
+    RunState,
+    TrainingDivergedError,
+    TrainingResult,
+    all_finite,
+)
+from sbi_core.training.steps import EpochKernels, EvalFn, LossFn, StepCounters
+
+LOGGER = logging.getLogger(__name__)
+Diagnostics = Callable[[Any, Any, Any], Mapping[str, float]]
+Gate = Callable[[Mapping[str, float]], bool]
+EpochCallback = Callable[[int, Mapping[str, float]], None]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """Per-fit constants: the model split, kernels, optimiser and data on device."""
+
+    static: Any
+    kernels: EpochKernels
+    optimizer: Any
+    schedule: Any
+    batch_size: int
+    steps_per_epoch: int
+    learning_rates: tuple[float, ...]
+    train: tuple | StreamingData
+    validation: tuple | StreamingData
+    signature: dict
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    diagnostics: Diagnostics | None
+    gate: Gate | None
+    callback: EpochCallback | None
+
+
+class SBITrainer:
+    """Train any equinox model with any loss, fast.
+
+    Args:
+        optimization: Optimiser, schedule, batch size and epoch budget.
+        early_stopping: Patience and ``min_delta`` on the validation loss.
+        checkpoint: Checkpoint directory, backend and resume flag.
+        seed: Seeds shuffling and the per-step loss keys.
+        progress: Show a tqdm progress bar over epochs.
+        max_consecutive_nonfinite_steps: Stop with ``TrainingDivergedError`` when more
+            consecutive optimiser steps than this are skipped as non-finite.
+        max_nonfinite_fraction: ... or when more than this fraction of an epoch's steps is.
+        eval_chunk_size: Samples per chunk of the compiled validation pass.
+    """
+
+    def __init__(
+        self,
+        optimization: OptimizationConfig | None = None,
+        early_stopping: EarlyStoppingConfig | None = None,
+        checkpoint: CheckpointConfig | None = None,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+        max_consecutive_nonfinite_steps: int = 25,
+        max_nonfinite_fraction: float = 0.5,
+        eval_chunk_size: int = 4096,
+    ) -> None:
+        check_positive_int("SBITrainer", "seed", seed, minimum=0)
+        check_positive_int("SBITrainer", "max_consecutive_nonfinite_steps",
+                           max_consecutive_nonfinite_steps, minimum=0)
+        check_real("SBITrainer", "max_nonfinite_fraction", max_nonfinite_fraction, low=0.0, high=1.0)
+        check_positive_int("SBITrainer", "eval_chunk_size", eval_chunk_size)
+        self.optimization = optimization or OptimizationConfig()
+        self.early_stopping = early_stopping or EarlyStoppingConfig()
+        self.checkpoint = checkpoint or CheckpointConfig()
+        self.seed = seed
+        self.progress = progress
+        self.max_consecutive_nonfinite_steps = max_consecutive_nonfinite_steps
+        self.max_nonfinite_fraction = max_nonfinite_fraction
+        self.eval_chunk_size = eval_chunk_size
+
+    def fit(
+        self,
+        model: eqx.Module,
+        *,
+        train_loss: LossFn,
+        eval_loss: EvalFn,
+        train_data: InMemoryData | StreamingData,
+        validation_data: InMemoryData | StreamingData,
+        validation_diagnostics: Diagnostics | None = None,
+        checkpoint_gate: Gate | None = None,
+        epoch_callback: EpochCallback | None = None,
+    ) -> TrainingResult:
+        """Train ``model`` and return it with the best validation weights restored.
+
+        Args:
+            model: Any equinox module; its inexact arrays are trained, the rest is static.
+            train_loss: ``train_loss(model, parameters (B, P), observations, key) -> scalar``.
+            eval_loss: ``eval_loss(model, parameters, observations) -> mean over the batch``.
+            train_data: ``InMemoryData`` (whole epochs compiled) or ``StreamingData``.
+            validation_data: The validation split, either kind.
+            validation_diagnostics: ``(model, parameters, observations) -> {name: float}``,
+                computed each epoch on the validation split (its first batch when streamed) and
+                merged into the history.
+            checkpoint_gate: ``metrics -> bool``; only epochs it accepts can be selected as best.
+            epoch_callback: ``(epoch, metrics)`` after every epoch (progress reporting hooks).
+
+        Returns:
+            The trained model and its history.
+
+        Raises:
+            TrainingDivergedError: Too many non-finite steps, or no finite weights to return.
+            CheckpointMismatchError: Resuming from a checkpoint of a different model or run.
+        """
+        setup = self._setup(model, train_loss, eval_loss, train_data, validation_data)
+        hooks = _Hooks(validation_diagnostics, checkpoint_gate, epoch_callback)
+        checkpointer = Checkpointer(self.checkpoint) if self.checkpoint.enabled else None
+        try:
+            state, resumed_from = self._initial_state(setup, model, checkpointer)
+            self._run_epochs(setup, hooks, state, checkpointer)
+        finally:
+            if checkpointer is not None:
+                checkpointer.close()
+        return self._result(setup, state, resumed_from, hooks.gate is not None, checkpointer)
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def _setup(self, model, train_loss, eval_loss, train_data, validation_data) -> _Setup:
+        _check_data("train_data", train_data)
+        _check_data("validation_data", validation_data)
+        num_train = _num_samples(train_data)
+        batch_size = min(self.optimization.batch_size, num_train)
+        steps = num_train // batch_size
+        if steps < 1:
+            raise ValueError(
+                f"train_data has {num_train} samples; at least one full batch is needed"
+            )
+        optimizer, schedule = build_optimizer(self.optimization, steps)
+        kernels = EpochKernels(train_loss, eval_loss, optimizer, batch_size, steps,
+                               self.eval_chunk_size)
+        _, static = eqx.partition(model, eqx.is_inexact_array)
+        return _Setup(
+            static=static, kernels=kernels, optimizer=optimizer, schedule=schedule,
+            batch_size=batch_size, steps_per_epoch=steps,
+            learning_rates=tuple(learning_rates_at(
+                schedule, [e * steps for e in range(self.optimization.num_epochs)])),
+            train=_to_device(train_data), validation=_to_device(validation_data),
+            signature=self._signature(batch_size, steps),
+        )
+
+    def _signature(self, batch_size: int, steps: int) -> dict[str, Any]:
+        """What a checkpoint must agree on to be resumed by this trainer."""
+        return {
+            "optimization": asdict(self.optimization),
+            "early_stopping": asdict(self.early_stopping),
+            "seed": self.seed,
+            "batch_size": batch_size,
+            "steps_per_epoch": steps,
+        }
+
+    def _initial_state(self, setup: _Setup, model, checkpointer) -> tuple[RunState, int | None]:
+        params, _ = eqx.partition(model, eqx.is_inexact_array)
+        # A copy: the first epoch donates these buffers, which must not invalidate the caller's model.
+        params, opt_state = setup.kernels.init(params)
+        fresh = RunState(params=params, opt_state=opt_state, key=jax.random.key(self.seed))
+        if checkpointer is None or not self.checkpoint.resume:
+            return fresh, None
+        restored = checkpointer.restore_latest(fresh.templates())
+        if restored is None:
+            LOGGER.info("no checkpoint in %s; starting a fresh run", self.checkpoint.directory)
+            return fresh, None
+        state = RunState.from_checkpoint(*restored)
+        _check_signature(restored[1]["signature"], setup.signature, self.checkpoint.directory)
+        LOGGER.info("resuming from epoch %d (%s)", state.epoch, self.checkpoint.directory)
+        return state, state.epoch
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _run_epochs(self, setup: _Setup, hooks: _Hooks, state: RunState, checkpointer) -> None:
+        total = self.optimization.num_epochs
+        bar = tqdm(total=total, initial=state.epoch, disable=not self.progress,
+                   desc="training", unit="epoch", leave=False)
+        try:
+            while not state.finished and state.epoch < total:
+                metrics = self._one_epoch(setup, hooks, state)
+                state.finished = state.stopped_early or state.epoch >= total
+                if checkpointer is not None:
+                    checkpointer.save(state.checkpoint_groups(),
+                                      state.checkpoint_metadata(setup.signature))
+                _report(bar, metrics, state)
+                if hooks.callback is not None:
+                    hooks.callback(state.epoch, dict(metrics))
+        finally:
+            bar.close()
+
+    def _one_epoch(self, setup: _Setup, hooks: _Hooks, state: RunState) -> dict[str, float]:
+        start = time.perf_counter()
+        state.key, epoch_key = jax.random.split(state.key)
+        learning_rate = setup.learning_rates[state.epoch]
+        train_loss, counters = self._train_pass(setup, state, epoch_key)
+        validation_loss = self._validation_pass(setup, state.params)
+        state.epoch += 1
+        skipped = int(counters.skipped)
+        state.consecutive_nonfinite = int(counters.consecutive)
+        state.skipped_total += skipped
+        self._check_divergence(state, int(counters.max_consecutive), skipped, setup.steps_per_epoch)
+        diagnostics = self._diagnostics(setup, hooks, state.params)
+        metrics = {"validation_loss": validation_loss, **diagnostics}
+        eligible = bool(hooks.gate(dict(metrics))) if hooks.gate is not None else True
+        self._select(setup, state, validation_loss, eligible, keep_fallback=hooks.gate is not None)
+        metrics |= {
+            "epoch": float(state.epoch), "train_loss": train_loss, "learning_rate": learning_rate,
+            "epoch_time_s": time.perf_counter() - start, "skipped_nonfinite_steps": float(skipped),
+            "gate_passed": float(eligible), "best_validation_loss": state.stopping.best_loss,
+        }
+        state.append_history({k: v for k, v in metrics.items() if k != "best_validation_loss"})
+        return metrics
+
+    def _train_pass(self, setup: _Setup, state: RunState, key) -> tuple[float, StepCounters]:
+        counters = StepCounters.zeros(state.consecutive_nonfinite)
+        if isinstance(setup.train, StreamingData):
+            return self._stream_train_pass(setup, state, counters, key)
+        state.params, state.opt_state, counters, loss = setup.kernels.epoch(
+            (setup.train, setup.static), state.params, state.opt_state, counters, key
+        )
+        return float(loss), counters
+
+    def _stream_train_pass(self, setup, state, counters, key) -> tuple[float, StepCounters]:
+        shuffle_key, step_key = jax.random.split(key)
+        seed = int(jax.random.randint(shuffle_key, (), 0, np.iinfo(np.int32).max))
+        batches = setup.train.batches(setup.batch_size, shuffle=True, seed=seed, drop_last=True)
+        total, applied = 0.0, 0
+        for i, batch in enumerate(batches):
+            state.params, state.opt_state, counters, loss, ok = setup.kernels.step(
+                setup.static, state.params, state.opt_state, counters, batch,
+                jax.random.fold_in(step_key, i),
+            )
+            # Summed on the device; reading them back once per epoch avoids per-step syncs.
+            total, applied = total + loss, applied + ok
+        applied = int(applied)
+        return (float(total) / applied if applied else math.nan), counters
+
+    def _validation_pass(self, setup: _Setup, params) -> float:
+        if not isinstance(setup.validation, StreamingData):
+            return float(setup.kernels.evaluate((setup.validation, setup.static), params))
+        total, count = 0.0, 0
+        batches = setup.validation.batches(self.eval_chunk_size, shuffle=False, seed=0,
+                                           drop_last=False)
+        for batch in batches:
+            size = int(np.shape(batch[0])[0])
+            total = total + setup.kernels.evaluate_batch(setup.static, params, batch) * size
+            count += size
+        return float(total) / count if count else math.nan
+
+    def _diagnostics(self, setup: _Setup, hooks: _Hooks, params) -> dict[str, float]:
+        if hooks.diagnostics is None:
+            return {}
+        data = setup.validation
+        if isinstance(data, StreamingData):
+            data = next(iter(data.batches(self.eval_chunk_size, shuffle=False, seed=0,
+                                          drop_last=False)))
+        model = eqx.combine(params, setup.static)
+        values = hooks.diagnostics(model, data[0], data[1])
+        return {str(name): float(value) for name, value in values.items()}
+
+    def _select(self, setup, state: RunState, loss: float, eligible: bool, keep_fallback: bool):
+        new_best, new_fallback = state.stopping.update(state.epoch, loss, eligible,
+                                                       self.early_stopping)
+        if new_best:
+            state.best_params = setup.kernels.copy(state.params)
+        if new_fallback and keep_fallback:
+            state.fallback_params = setup.kernels.copy(state.params)
+        state.stopped_early = state.stopping.should_stop(self.early_stopping) and (
+            state.epoch < self.optimization.num_epochs
+        )
+
+    def _check_divergence(self, state: RunState, max_run: int, skipped: int, steps: int) -> None:
+        too_long = max_run > self.max_consecutive_nonfinite_steps
+        too_many = skipped > self.max_nonfinite_fraction * steps
+        if too_long or too_many:
+            raise TrainingDivergedError(
+                f"training diverged in epoch {state.epoch}: {skipped} of {steps} steps had a "
+                f"non-finite loss, gradient or update (longest run {max_run}; limits "
+                f"max_consecutive_nonfinite_steps={self.max_consecutive_nonfinite_steps}, "
+                f"max_nonfinite_fraction={self.max_nonfinite_fraction}). Lower the learning rate, "
+                f"check the data for NaN/inf, or tighten gradient_clip_norm; the last good "
+                f"checkpoint (if any) is untouched."
+            )
+
+    # -- result ------------------------------------------------------------------------------
+
+    def _result(self, setup, state: RunState, resumed_from, gated: bool, checkpointer):
+        stopping = state.stopping
+        params, epoch, loss, passed = state.best_params, stopping.best_epoch, stopping.best_loss, True
+        if params is None and gated and state.fallback_params is not None:
+            LOGGER.warning("no epoch passed checkpoint_gate; returning the best ungated epoch %s",
+                           stopping.fallback_epoch)
+            params, epoch, loss, passed = (state.fallback_params, stopping.fallback_epoch,
+                                           stopping.fallback_loss, False)
+        if params is None or not all_finite(params):
+            raise TrainingDivergedError(
+                f"no epoch of {state.epoch} produced a finite validation loss and finite weights; "
+                f"refusing to return a model with non-finite weights"
+            )
+        return TrainingResult(
+            model=eqx.combine(params, setup.static), history=state.history, best_epoch=int(epoch),
+            best_validation_loss=float(loss), stopped_early=state.stopped_early,
+            epochs_run=state.epoch, resumed_from_epoch=resumed_from,
+            skipped_nonfinite_steps=state.skipped_total, gate_passed=passed,
+            steps_per_epoch=setup.steps_per_epoch,
+            checkpoint_backend=checkpointer.backend_name if checkpointer else None,
+        )
+
+
+def _check_data(name: str, data: Any) -> None:
+    if not isinstance(data, (InMemoryData, StreamingData)):
+        raise ValueError(
+            f"{name} must be InMemoryData or StreamingData, got {type(data).__name__}"
+        )
+
+
+def _num_samples(data: InMemoryData | StreamingData) -> int:
+    if isinstance(data, InMemoryData):
+        return data.num_samples
+    return len(data.store.split_indices(data.split))
+
+
+def _to_device(data: InMemoryData | StreamingData) -> tuple | StreamingData:
+    # In-memory splits go to the device once per fit; epochs then only move indices.
+    return data.on_device() if isinstance(data, InMemoryData) else data
+
+
+def _check_signature(stored: dict, current: dict, directory: str | None) -> None:
+    stored = _jsonable(stored)
+    current = _jsonable(current)
+    if stored != current:
+        keys = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        diffs = "; ".join(f"{k}: checkpoint {stored.get(k)!r} vs now {current.get(k)!r}" for k in keys)
+        raise CheckpointMismatchError(
+            f"cannot resume from {directory}: the checkpoint was written by a run with different "
+            f"settings ({diffs}). Use the same settings, or a fresh checkpoint directory."
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def _report(bar, metrics: Mapping[str, float], state: RunState) -> None:
+    bar.update(1)
+    bar.set_postfix(
+        epoch=state.epoch,
+        train=f"{metrics['train_loss']:.4f}",
+        val=f"{metrics['validation_loss']:.4f}",
+        best=f"{metrics['best_validation_loss']:.4f}",
+        refresh=False,
+    )
