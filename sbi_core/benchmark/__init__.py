@@ -1,0 +1,44 @@
+"""Amortized posteriors against classical (nested-sampling) reference retrievals.
+
+Metrics (``metrics``): C2ST (Lopez-Paz & Oquab 2017, sbibm recipe), per-marginal Jensen-Shannon
+divergence in millinats, credible-interval overlap, wall-time ratio. References (``reference``):
+dynesty static nested sampling (Speagle 2020). Cases and comparisons (``suite``).
+"""
+
+from sbi_core.benchmark.metrics import (
+    c2st,
+    credible_interval_overlap,
+    jensen_shannon_millinats,
+    wall_time_ratio,
+)
+from sbi_core.benchmark.reference import (
+    ReferenceRetrieval,
+    gaussian_log_likelihood,
+    nested_sampling_reference,
+    prior_transform_from_priors,
+    task_reference,
+)
+from sbi_core.benchmark.suite import (
+    BenchmarkComparison,
+    BenchmarkMetrics,
+    RetrievalBenchmarkCase,
+    RetrievalBenchmarkSuite,
+    compare_samples,
+)
+
+__all__ = [
+    "BenchmarkComparison",
+    "BenchmarkMetrics",
+    "ReferenceRetrieval",
+    "RetrievalBenchmarkCase",
+    "RetrievalBenchmarkSuite",
+    "c2st",
+    "compare_samples",
+    "credible_interval_overlap",
+    "gaussian_log_likelihood",
+    "jensen_shannon_millinats",
+    "nested_sampling_reference",
+    "prior_transform_from_priors",
+    "task_reference",
+    "wall_time_ratio",
+]
