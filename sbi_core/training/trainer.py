@@ -8,6 +8,7 @@ checkpoints, progress and callbacks happen.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -51,7 +52,6 @@ class _Setup:
     static: Any
     kernels: EpochKernels
     optimizer: Any
-    schedule: Any
     batch_size: int
     steps_per_epoch: int
     learning_rates: tuple[float, ...]
@@ -164,15 +164,13 @@ class SBITrainer:
             raise ValueError(
                 f"train_data has {num_train} samples; at least one full batch is needed"
             )
-        optimizer, schedule = build_optimizer(self.optimization, steps)
-        kernels = EpochKernels(train_loss, eval_loss, optimizer, batch_size, steps,
-                               self.eval_chunk_size)
+        kernels, optimizer, learning_rates = _compiled_kernels(
+            train_loss, eval_loss, self.optimization, batch_size, steps, self.eval_chunk_size
+        )
         _, static = eqx.partition(model, eqx.is_inexact_array)
         return _Setup(
-            static=static, kernels=kernels, optimizer=optimizer, schedule=schedule,
-            batch_size=batch_size, steps_per_epoch=steps,
-            learning_rates=tuple(learning_rates_at(
-                schedule, [e * steps for e in range(self.optimization.num_epochs)])),
+            static=static, kernels=kernels, optimizer=optimizer,
+            batch_size=batch_size, steps_per_epoch=steps, learning_rates=learning_rates,
             train=_to_device(train_data), validation=_to_device(validation_data),
             signature=self._signature(batch_size, steps),
         )
@@ -339,6 +337,27 @@ class SBITrainer:
             steps_per_epoch=setup.steps_per_epoch,
             checkpoint_backend=checkpointer.backend_name if checkpointer else None,
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_kernels(
+    train_loss: LossFn,
+    eval_loss: EvalFn,
+    optimization: OptimizationConfig,
+    batch_size: int,
+    steps: int,
+    eval_chunk_size: int,
+) -> tuple[EpochKernels, Any, tuple[float, ...]]:
+    """Kernels shared by fits with the same losses and settings (resume, sweeps, tests).
+
+    Sharing the jitted functions lets a second ``fit`` reuse the first one's compilations; a new
+    loss closure or config simply misses the cache and compiles.
+    """
+    optimizer, schedule = build_optimizer(optimization, steps)
+    kernels = EpochKernels(train_loss, eval_loss, optimizer, batch_size, steps, eval_chunk_size)
+    # The rate at the first step of every epoch, for the history.
+    rates = learning_rates_at(schedule, [e * steps for e in range(optimization.num_epochs)])
+    return kernels, optimizer, tuple(rates)
 
 
 def _check_data(name: str, data: Any) -> None:
