@@ -214,8 +214,9 @@ class SimulationStore:
         if self.fits_in_memory(split):
             return batches_from_rows(self._in_memory(split), int(batch_size), rng, drop_last, split)
         split_idx = self.split_indices(split)
+        # A window costs ~3 copies of its blocks at peak (reads, concatenation, shuffled copy).
         block_bytes = self.read_block_rows * row_nbytes(self._arrays, self.dtype)
-        window = int(max(1, min(STREAM_WINDOW_BLOCKS, self.memory_budget_bytes // max(2 * block_bytes, 1))))
+        window = int(max(1, min(STREAM_WINDOW_BLOCKS, self.memory_budget_bytes // max(3 * block_bytes, 1))))
         reader = functools.partial(self._read_block, split, split_idx)
         return stream_batches(self._read_blocks(split), reader, int(batch_size), window, rng, drop_last, split)
 

@@ -55,6 +55,8 @@ def stream_batches(
         if not pieces:
             continue
         rows = concat_rows(pieces)
+        del pieces  # drop the per-block arrays before the shuffled copy is made
+        carry = None
         if rng is not None:
             rows = take_rows(rows, rng.permutation(len(rows[0])))
         full = len(rows[0]) - len(rows[0]) % batch_size
@@ -62,7 +64,7 @@ def stream_batches(
             yield _batch(take_rows(rows, slice(start, start + batch_size)), split)
         # Fancy indexing copies, so the carry does not keep the whole window alive.
         carry = take_rows(rows, np.arange(full, len(rows[0]))) if full < len(rows[0]) else None
-        del rows, pieces
+        del rows
     if carry is not None and not drop_last:
         yield _batch(carry, split)
 
