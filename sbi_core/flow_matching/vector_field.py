@@ -105,6 +105,11 @@ class VelocityMLP(AbstractVelocityField):
                            (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
         self.mlp = eqx.tree_at(lambda m: m.layers[-1], mlp, last)
 
+    @property
+    def parameter_dim(self) -> int:
+        """Dimension P of the parameter space the field acts on."""
+        return self.mlp.out_size
+
     def __call__(
         self,
         theta_t: Float[Array, " P"],
