@@ -53,13 +53,15 @@ def read_manifest(attrs: Mapping[str, Any], out: FailureCollector) -> Manifest |
                 expected="a JSON object (store format 1.0)", found="absent")
         return None
     raw = attrs[ATTRIBUTE]
-    if isinstance(raw, str):  # tolerate writers that store the manifest as JSON text
+    if isinstance(raw, str):  # a writer that json.dumps'ed the manifest: say which problem it is
         try:
-            raw = json.loads(raw)
+            json.loads(raw)
+            problem = "holds JSON text, not a JSON object"
         except json.JSONDecodeError as exc:
-            out.add("manifest_present", ATTRIBUTE, f"is not valid JSON ({exc})",
-                    expected="a JSON object", found=repr(raw[:80]))
-            return None
+            problem = f"is not valid JSON ({exc})"
+        out.add("manifest_present", ATTRIBUTE, problem, expected="a JSON object",
+                found=repr(raw[:80]))
+        return None
     if not isinstance(raw, Mapping):
         out.add("manifest_present", ATTRIBUTE, "is not a JSON object",
                 expected="a JSON object", found=type(raw).__name__)
@@ -165,8 +167,8 @@ def _block(entry: Any, here: str, seen: set[str], out: FailureCollector) -> Bloc
     name, modality = entry.get("name"), entry.get("modality")
     length, has_unc = entry.get("length"), entry.get("has_uncertainties")
     problems = []
-    if not isinstance(name, str) or not name or "/" in name:
-        problems.append(("name", "non-empty string without '/'", repr(name)))
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        problems.append(("name", "non-empty string, no '/', not starting with '.'", repr(name)))
     elif name in seen:
         problems.append(("name", "unique block names", f"duplicate {name!r}"))
     if modality not in MODALITIES:
