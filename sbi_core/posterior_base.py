@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import importlib
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,9 +26,11 @@ import numpy as np
 
 from sbi_core.artifacts import ArtifactMetadata, ArtifactRegistry
 from sbi_core.batch import PosteriorBatch
-from sbi_core.observation import EncodedObservation, ObservationBlock
+from sbi_core.compatibility import TaskCompatibilityError
+from sbi_core.observation import EncodedObservation, ObservationBlock, build_observation_block_batch
 from sbi_core.persistence import PosteriorLoadError, read_posterior_metadata, to_jsonable, write_posterior_directory
 from sbi_core.posterior_metadata import (
+    coordinate_problems,
     dataset_metadata,
     observation_schema_from_payload,
     parameter_transform_from_payloads,
@@ -256,6 +258,34 @@ class PersistentPosteriorEstimator(PosteriorEstimator):
     def _schema_object(self) -> Any:
         """The cached observation schema as an ``ObservationSchema``-like object (None if unset)."""
         return observation_schema_from_payload(self.observation_schema) if self.observation_schema else None
+
+    def _stack_observations(self, blocks_list: Sequence[Sequence[ObservationBlock]], schema: Any = None) -> Any:
+        """Stack observations into a numpy ``PreStackedObservations`` checked against the schema.
+
+        Raises:
+            TaskCompatibilityError: naming every block whose name, modality, length,
+                uncertainties or coordinates differ from the saved observation schema.
+        """
+        schema = schema if schema is not None else self._schema_object()
+        if schema is None:
+            raise ValueError(f"{type(self).__name__}: no observation schema (train the posterior first)")
+        for i, blocks in enumerate(blocks_list):
+            problems = coordinate_problems(blocks, schema)
+            if problems:
+                raise TaskCompatibilityError(f"observation {i} against the model's observation schema", problems)
+        return build_observation_block_batch(list(blocks_list), schema)
+
+    def _observation_preprocessor(self) -> Any:
+        """The fitted ``ObservationPreprocessor`` rebuilt from the cached payload (None if unset)."""
+        if not self.preprocessing_metadata_payload:
+            return None
+        cached = getattr(self, "_preprocessor", None)
+        if cached is None:
+            from sbi_core.preprocessing import ObservationPreprocessor
+
+            cached = ObservationPreprocessor.from_payload(self.preprocessing_metadata_payload)
+            self._preprocessor = cached
+        return cached
 
     # ------------------------------------------------------------------ abstract backend hooks
     @abc.abstractmethod

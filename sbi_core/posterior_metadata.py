@@ -13,9 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "BlockSpecView",
     "SchemaView",
+    "coordinate_problems",
     "dataset_metadata",
     "observation_schema_from_payload",
     "parameter_transform_from_payloads",
@@ -171,3 +174,25 @@ def dataset_metadata(dataset: Any) -> dict[str, Any]:
         info["observation_schema"] = schema_payload(schema)
     info.update(_parameter_info(dataset))
     return info
+
+
+def coordinate_problems(blocks: Sequence[Any], schema: Any) -> list[str]:
+    """Blocks whose coordinates (when both sides have them) differ from the schema's."""
+    problems = []
+    specs = {spec.name: spec for spec in schema.blocks}
+    for block in blocks:
+        spec = specs.get(getattr(block, "name", None))
+        mine = getattr(block, "coordinates", None)
+        theirs = None if spec is None else getattr(spec, "coordinates", None)
+        if mine is None or theirs is None:
+            continue
+        mine, theirs = np.asarray(mine, np.float64), np.asarray(theirs, np.float64)
+        if mine.shape != theirs.shape:
+            continue  # the length check reports this
+        if not np.allclose(mine, theirs, rtol=1e-6, atol=0.0):
+            worst = int(np.argmax(np.abs(mine - theirs)))
+            problems.append(
+                f"block {block.name!r}: coordinates differ from the schema's (element {worst}: "
+                f"{mine[worst]!r}, expected {theirs[worst]!r})"
+            )
+    return problems

@@ -1,0 +1,116 @@
+"""``ConditionalFlowPosterior.fit``: from a simulation store to a trained, gated model.
+
+Steps: cache the store's task/schema/priors; fit the observation preprocessing on the train
+split; map parameters to flow space and fit its standardisation on the train split; build the
+model for the store's schema; compose the loss (NPE NLL, observation noise, target jitter,
+auxiliary and spline terms, or the ELBO); train with :class:`~sbi_core.training.SBITrainer`
+(in-memory compiled epochs when the split fits) with the stability gate as ``checkpoint_gate``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from sbi_core.flow_training import (
+    DiagnosticsPlotter,
+    build_data,
+    make_diagnostics_fn,
+    make_prepare,
+    standardization_from,
+    trainer_eval,
+    trainer_loss,
+    typical_uncertainties,
+)
+from sbi_core.posterior_base import TrainingArtifacts
+from sbi_core.preprocessing import ObservationPreprocessor
+from sbi_core.training import SBITrainer
+
+__all__ = ["run_fit"]
+
+
+def _check_elbo_arguments(posterior: Any, fn: Callable | None, num_samples: int) -> None:
+    objective = posterior.configs.training_objective
+    if objective == "elbo" and fn is None:
+        raise ValueError("training_objective='elbo' needs fit(dataset, elbo_log_likelihood_fn=...)")
+    if objective != "elbo" and fn is not None:
+        raise ValueError(f"elbo_log_likelihood_fn only applies to training_objective='elbo' (got {objective!r})")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"elbo_num_samples must be an integer >= 1, got {num_samples!r}")
+
+
+def _losses(posterior: Any, train: Any, preprocessor: Any, elbo_fn: Callable | None, elbo_samples: int):
+    """Return ``(train_loss, eval_loss, in_graph_preprocessor)`` for the trainer."""
+    cls = type(posterior)
+    reg = posterior.configs.regularization
+    if elbo_fn is not None:
+        loss = cls._make_elbo_loss(elbo_fn, "cube", num_samples=elbo_samples)
+        return trainer_loss(loss, preprocessor), trainer_eval(loss, preprocessor), preprocessor
+    flow_space = posterior.flow_space
+    typical = typical_uncertainties(train)
+    base = cls._make_noisy_loss(
+        reg.embedding_noise_std, None if typical is None else {"typical_uncertainty": typical},
+        noise_min_scale=reg.embedding_noise_min_scale, include_spline_regularization=True)
+    if reg.parameter_noise_floor > 0:
+        base = cls._make_parameter_noise_loss(base, reg.parameter_noise_floor, flow_space)
+    return trainer_loss(base), trainer_eval(cls._loss), None
+
+
+def _artifacts(result: Any, info: dict[str, Any], wall: float, diagnostics: dict[str, float]) -> TrainingArtifacts:
+    metrics = {"validation_loss": result.best_validation_loss, "best_epoch": result.best_epoch,
+               "gate_passed": bool(result.gate_passed), **diagnostics}
+    metadata = {
+        **info, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
+        "skipped_nonfinite_steps": result.skipped_nonfinite_steps, "gate_passed": bool(result.gate_passed),
+        "steps_per_epoch": result.steps_per_epoch, "checkpoint_backend": result.checkpoint_backend,
+        "training_time_s": wall,
+    }
+    history = {k: [float(v) for v in values] for k, values in result.history.items()}
+    return TrainingArtifacts(history=history, validation_metrics=metrics, metadata=metadata)
+
+
+def run_fit(posterior: Any, dataset: Any, elbo_fn: Callable | None, elbo_samples: int) -> TrainingArtifacts:
+    """Train ``posterior`` on ``dataset``; see the module docstring."""
+    start = time.perf_counter()
+    _check_elbo_arguments(posterior, elbo_fn, elbo_samples)
+    posterior._cache_dataset_metadata(dataset)
+    preprocessor = ObservationPreprocessor.fit(dataset, "train")
+    posterior.preprocessing_metadata_payload = preprocessor.to_payload()
+    posterior._preprocessor = preprocessor
+    in_graph = elbo_fn is not None
+    prepare = make_prepare(posterior.parameter_transform, posterior.flow_space, None if in_graph else preprocessor)
+    train, validation, targets, info = build_data(dataset, prepare)
+    posterior._standardization = standardization_from(targets)
+    model = posterior._build_model(posterior._encoding_schema())
+    train_loss, eval_loss, graph_pre = _losses(posterior, train, preprocessor, elbo_fn, elbo_samples)
+    cfg = posterior.configs
+    diagnostics = make_diagnostics_fn(posterior.seed, graph_pre)
+    callback = None
+    if cfg.diagnostics.verbose_diagnostics:
+        callback = DiagnosticsPlotter(cfg.diagnostics.diagnostics_output_directory,
+                                      cfg.diagnostics.diagnostics_plot_interval, cfg.stability.thresholds())
+    trainer = SBITrainer(cfg.optimization, cfg.early_stopping, cfg.checkpoint, seed=posterior.seed,
+                         progress=True)
+    result = trainer.fit(model, train_loss=train_loss, eval_loss=eval_loss, train_data=train,
+                         validation_data=validation, validation_diagnostics=diagnostics,
+                         checkpoint_gate=cfg.stability.passes, epoch_callback=callback)
+    posterior.model = result.model
+    final = _final_diagnostics(result)
+    posterior.training_artifacts = _artifacts(result, info, time.perf_counter() - start, final)
+    return posterior.training_artifacts
+
+
+def _final_diagnostics(result: Any) -> dict[str, float]:
+    """Diagnostics of the selected epoch, read from the history."""
+    epoch_index = result.best_epoch - 1 - (result.history.get("epoch", [1.0])[0] - 1)
+    out = {}
+    for key in ("inverse_forward_max_abs_error", "logdet_closure_max_abs_error", "cube_edge_hit_rate"):
+        values = result.history.get(key)
+        if values and 0 <= epoch_index < len(values):
+            value = float(values[int(epoch_index)])
+            out[key] = value if np.isfinite(value) else None
+    return out
