@@ -38,8 +38,8 @@ def simulate(
         raise _fail(f"--num-simulations must be a positive integer, got {num_simulations}")
     if chunk_size < 1:
         raise _fail(f"--chunk-size must be a positive integer, got {chunk_size}")
-    if seed < 0:
-        raise _fail(f"--seed must be a non-negative integer, got {seed}")
+    if not 0 <= seed < 2**32:
+        raise _fail(f"--seed must be an integer in [0, 2**32), got {seed}")
     path = str(output)
     try:
         check_writable_target(path)
