@@ -12,7 +12,7 @@ from jaxtyping import Float, Int
 
 from sbi_core.batch import PosteriorBatch
 from sbi_core.dataset.access import StoreArrays, load_arrays, open_group_readonly
-from sbi_core.dataset.errors import StoreFormatError, StoreIncompleteError
+from sbi_core.dataset.errors import StoreIncompleteError
 from sbi_core.dataset.fingerprint import store_fingerprint
 from sbi_core.dataset.layout import FORMAT_VERSION, PARAMETERS, SPLIT_NAMES, WRITER_ATTR, block_array_path
 from sbi_core.dataset.manifest import parse_manifest
