@@ -73,13 +73,15 @@ def test_simulate_resume_and_refuse_existing(tmp_path, monkeypatch):
         return original(self, index, *a, **k)
 
     monkeypatch.setattr(StoreWriter, "write_chunk", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        simulate_to_store(get_task("two_moons"), 40, out, seed=5, chunk_size=16, progress=False)
+    interrupted = _run("--task", "two_moons", "-n", 40, "--output", out, "--seed", 5, "--chunk-size", 16, "--no-progress")
+    assert interrupted.exit_code == 130 and "re-run the same command to resume" in interrupted.output
     monkeypatch.undo()
     result = _run("--task", "two_moons", "-n", 40, "--output", out, "--seed", 5, "--chunk-size", 16, "--no-progress")
     assert result.exit_code == 0, result.output
     assert "wrote 40 simulations of two_moons" in result.output and "fingerprint:" in result.output
     store = open_store(out)
+    reference = simulate_to_store(get_task("two_moons"), 40, tmp_path / "ref.zarr", seed=5, chunk_size=16, progress=False)
+    assert store.fingerprint == reference.fingerprint
     params, obs = store.read("all")
     assert params.shape == (40, 2) and np.all(np.isfinite(params))
     assert np.all(np.isfinite(obs.values[store.observation_schema.blocks[0].name]))

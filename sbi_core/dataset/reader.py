@@ -65,6 +65,7 @@ class SimulationStore:
         self._arrays: StoreArrays = load_arrays(self._group, self.manifest)
         self._splits = None if self._arrays.splits is None else check_explicit_splits(self._arrays.splits, self.n_samples)
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, PreStackedObservations]] = {}
+        self._split_cache: dict[str, np.ndarray] = {}
 
     def _check_complete(self, attrs: dict[str, Any]) -> None:
         writer = attrs.get(WRITER_ATTR)
@@ -138,11 +139,15 @@ class SimulationStore:
     def split_indices(self, split: str) -> Int[np.ndarray, " M"]:
         """Sorted int64 indices of ``split`` ("train", "validation", "test" or "all")."""
         _check_split(split)
-        if split == "all":
-            return np.arange(self.n_samples, dtype=np.int64)
-        if self._splits is not None:
-            return self._splits[split].copy()
-        return default_split_indices(self.n_samples, split)
+        if split not in self._split_cache:
+            if split == "all":
+                idx = np.arange(self.n_samples, dtype=np.int64)
+            elif self._splits is not None:
+                idx = self._splits[split]
+            else:
+                idx = default_split_indices(self.n_samples, split)
+            self._split_cache[split] = idx
+        return self._split_cache[split].copy()
 
     def read(self, split: str | np.ndarray = "all") -> tuple[Float[np.ndarray, "n P"], PreStackedObservations]:
         """Read a split (or explicit indices, in the given order) into memory."""

@@ -55,6 +55,9 @@ def simulate(
         store = simulate_to_store(task_obj, num_simulations, path, seed=seed, chunk_size=chunk_size, overwrite=overwrite, progress=progress)
     except (StoreExistsError, StorePathError, StoreLockedError, StoreFormatError) as exc:
         raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: finished chunks are kept in {path}; re-run the same command to resume", err=True)
+        raise typer.Exit(code=130) from None
     elapsed = time.perf_counter() - start
     typer.echo(f"wrote {store.n_samples} simulations of {store.task_name}@{store.task_version} to {store.path} in {elapsed:.1f} s")
     typer.echo(f"fingerprint: {store.fingerprint}")
