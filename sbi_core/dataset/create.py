@@ -50,7 +50,7 @@ def create_store(
         StorePathError: the path cannot be written. StoreLockedError: another writer is active.
         StoreExistsError: something is at ``path`` and it may not be replaced or resumed.
     """
-    path = os.fspath(path)
+    path = os.path.normpath(os.fspath(path))  # "out.zarr/" and "out.zarr" are one store
     settings = _settings(task_payload, n_samples, chunk_size, dtype, mask_blocks, writer_info)
     check_writable_target(path)
     lock = WriterLock(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def simulate(
         raise _fail(f"--chunk-size must be a positive integer, got {chunk_size}")
     if not 0 <= seed < 2**32:
         raise _fail(f"--seed must be an integer in [0, 2**32), got {seed}")
-    path = str(output)
+    path = os.path.normpath(str(output))
     try:
         check_writable_target(path)
     except StorePathError as exc:

@@ -19,7 +19,7 @@ from sbi_core.dataset import (
 from sbi_core.observation import ObservationModality
 from tests.sbi_core.test_dataset_support import PARAMETERS, all_modalities_payload, random_chunk
 
-MASKED = ("light_curve",)
+MASKED = ("light_curve", "spectrum")  # spectrum: mask + uncertainties + coordinates
 
 
 def _write_store(path, n=23, chunk=5, seed=0, dtype=np.float64, payload=None):
@@ -46,7 +46,7 @@ def test_round_trip_every_modality(tmp_path):
             np.testing.assert_array_equal(obs.uncertainties[name], np.where(mask, arrays["uncertainties"], 1))
     assert set(obs.uncertainties) == {"spectrum", "photometry"}
     np.testing.assert_array_equal(obs.masks["light_curve"], blocks["light_curve"]["mask"])
-    assert set(obs.masks) == {"light_curve"}
+    assert set(obs.masks) == {"light_curve", "spectrum"}
     schema = store.observation_schema
     assert [b.modality for b in schema.blocks] == list(ObservationModality)
     np.testing.assert_allclose(schema.block("spectrum").coordinates, np.linspace(0.5, 5, 7))
