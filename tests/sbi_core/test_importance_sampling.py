@@ -127,3 +127,53 @@ def test_wrong_shapes_raise():
 
     with pytest.raises(ValueError, match="log_q must have shape"):
         importance_sample(bad, log_likelihood, log_prior, jax.random.key(0), 4)
+
+
+class _ExactPosterior:
+    """Stub posterior that proposes from the exact gaussian_linear posterior (physical)."""
+
+    def __init__(self, task, x, inflate=1.0):
+        self.mean, cov = task.exact_posterior(jnp.asarray(x))
+        self.std = float(jnp.sqrt(cov[0, 0])) * inflate
+
+    def sample_posterior(self, observation, n, seed=None):
+        from sbi_core.posterior_base import PosteriorSamples
+
+        theta = self.mean + self.std * jax.random.normal(jax.random.PRNGKey(seed), (n, self.mean.shape[0]))
+        return PosteriorSamples(np.asarray(theta), metadata={"parameter_space": "physical"})
+
+    def log_prob(self, observation, theta):
+        return np.sum(norm.logpdf(theta, self.mean, self.std), axis=-1)
+
+    def to_physical(self, samples):
+        return samples
+
+
+@pytest.mark.parametrize("inflate", [1.0, 1.5])
+def test_gaussian_linear_evidence_matches_closed_form(inflate):
+    from sbi_core.importance_sampling import importance_sample_posterior
+    from sbi_core.observation import ObservationBlock
+    from sbi_core.simulators.gaussian_linear import gaussian_linear
+
+    task = gaussian_linear(dim=3)
+    x = np.array([0.4, -0.1, 0.2])
+    blocks = [ObservationBlock("x", "auxiliary", x)]
+    result = importance_sample_posterior(_ExactPosterior(task, x, inflate), None, task, blocks,
+                                         jax.random.key(0), 3000)
+    exact = float(task.log_evidence(jnp.asarray(x)))
+    if inflate == 1.0:
+        assert result.sampling_efficiency == pytest.approx(1.0, abs=1e-3)
+        assert result.log_evidence == pytest.approx(exact, abs=1e-3)
+    else:
+        assert result.sampling_efficiency < 1.0
+        assert abs(result.log_evidence - exact) < 4 * result.log_evidence_standard_error + 1e-3
+
+
+def test_task_without_likelihood_raises():
+    from sbi_core.importance_sampling import task_log_likelihood
+
+    class NoLikelihood:
+        name, likelihood = "nolik", None
+
+    with pytest.raises(ValueError, match="exposes no likelihood"):
+        task_log_likelihood(NoLikelihood(), {})
