@@ -58,6 +58,8 @@ CHECKS: Mapping[str, CheckInfo] = MappingProxyType(
         "split_unknown": _c("warning", "split arrays are only train/validation/test"),
         "chunk_layout": _c("warning", "arrays chunked along the sample axis in a fast layout"),
         "chunk_read": _c("error", "every chunk decodes (no truncated or corrupted files)"),
+        "chunk_missing": _c("error", "every chunk of a data array is stored (a missing one would "
+                                     "silently read as the fill value)"),
         "parameters_finite": _c("error", "every parameter value is finite"),
         "parameters_in_support": _c("error", "every parameter value lies in its prior's support"),
         "values_finite": _c("error", "every valid (unmasked) observation value is finite"),

@@ -9,6 +9,7 @@ import numpy as np
 import zarr
 
 from validation.access import get_member, list_member_paths
+from validation.chunks import check_chunks_present
 from validation.manifest import BlockEntry, Manifest, ParameterEntry
 from validation.report import FailureCollector
 
@@ -79,6 +80,8 @@ def _checked_array(group: zarr.Group, path: str, shape: tuple[int | None, ...], 
     ok = _check_dtype(array, path, kind, itemsizes, out) and _check_shape(array, path, shape, out)
     if ok and array.ndim == 2:
         _check_chunks(array, path, out)
+    if ok and kind != "bool":
+        ok = check_chunks_present(array, path, out)
     return array if ok else None
 
 

@@ -55,3 +55,12 @@ def test_docs_list_every_check() -> None:
     text = docs.read_text()
     missing = [name for name in CHECKS if f"`{name}`" not in text]
     assert not missing, f"docs/validation.md does not document {missing}"
+
+
+def test_valid_zip_store_passes(valid_store: Path) -> None:
+    from tests.validation.mutations import _to_zip
+
+    archive = _to_zip(valid_store)
+    report = validate_store(archive, fingerprint=False)
+    assert report.valid, report.summary()
+    assert report.n_samples == 64
