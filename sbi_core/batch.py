@@ -14,7 +14,7 @@ from sbi_core.observation import PreStackedObservations
 __all__ = ["PosteriorBatch"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # array fields: identity equality, hashable
 class PosteriorBatch:
     """A batch of (parameters, observations) pairs.
 

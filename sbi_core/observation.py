@@ -75,7 +75,7 @@ def _first_bad(bad: np.ndarray) -> int:
     return int(np.flatnonzero(bad)[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # array fields: identity equality, hashable
 class ObservationBlock:
     """One named block of one observation.
 
@@ -153,7 +153,7 @@ def _check_length(arr: np.ndarray, length: int, what: str) -> None:
         raise ValueError(f"{what}: expected shape ({length},) like values, got {arr.shape}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # array fields: identity equality, hashable
 class EncodedObservation:
     """An observation after the posterior's embedding network.
 
