@@ -53,7 +53,7 @@ def record_failure_cases(cases: pd.DataFrame, rules: Mapping[tuple[str, str], Ru
     for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
         rule = rules.get((column, check))
         if rule is None:  # a schema-level failure (missing column, dtype): not per sample
-            out.add("manifest_field", str(column), f"pandera check {check!r} failed",
+            out.add("internal", str(column), f"pandera check {check!r} failed",
                     found=str(group["failure_case"].iloc[0]))
             continue
         indices = group["index"].dropna().astype(np.int64).to_numpy()

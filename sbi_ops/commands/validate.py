@@ -21,6 +21,9 @@ def validate(
     strict: Annotated[bool, typer.Option(
         "--strict", help="Treat warnings as errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict.")] = False,
+    fingerprint: Annotated[bool, typer.Option(
+        "--fingerprint/--no-fingerprint",
+        help="Compute the dataset fingerprint of a valid store (a second streamed read).")] = True,
 ) -> None:
     """Check a simulation store (format 1.0) before training; never modifies it."""
     if not store.exists():
@@ -35,7 +38,8 @@ def validate(
     from validation import ValidationPolicy, validate_store  # pandas/pandera: keep --help fast
 
     result = validate_store(store, chunk_size=chunk_size, ks_alpha=ks_alpha,
-                            policy=ValidationPolicy(warnings_as_errors=strict))
+                            policy=ValidationPolicy(warnings_as_errors=strict),
+                            fingerprint=fingerprint)
     summary = result.summary()
     typer.echo(summary.splitlines()[0] if quiet else summary)
     if report is not None:

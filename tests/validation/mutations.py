@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import zarr
 
-from tests.validation.store_factory import CHUNK, N_SAMPLES, manifest
+from tests.validation.store_factory import CHUNK, N_SAMPLES
 
 
 class Case(NamedTuple):
