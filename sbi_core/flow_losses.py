@@ -24,7 +24,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from sbi_core.batch import PosteriorBatch
 from sbi_core.encoders import ObservationEmbeddingNet
-from sbi_core.flows import ConditionalFlow
+from sbi_core.flows import STUDENT_T_DOF, ConditionalFlow
 from sbi_core.observation import PreStackedObservations
 from sbi_core.posterior_configs import RegularizationConfig
 
@@ -221,6 +221,12 @@ def elbo_loss(
     return -jnp.mean(log_lik - log_q)
 
 
+def _base_draws(model: PosteriorModel, key: PRNGKeyArray, shape: tuple[int, ...]) -> Array:
+    if model.flow.config.base_distribution == "student_t":
+        return jax.random.t(key, STUDENT_T_DOF, shape)
+    return jax.random.normal(key, shape)
+
+
 def stability_diagnostics(
     model: PosteriorModel,
     x: Float[Array, "B P"],
@@ -239,9 +245,11 @@ def stability_diagnostics(
     emb = model.embed(observations)
     xs = model.standardize(x)
     z, ld_f = jax.vmap(model.flow.forward)(xs, emb)
-    xr, ld_i = jax.vmap(model.flow.inverse)(z, emb)
-    keys = jax.random.split(key, emb.shape[0])
-    draws = jax.vmap(lambda k, e: model.flow.sample(k, e, num_draws))(keys, emb)
+    # One inverse pass (compiled once) maps both the forward latents and fresh base draws.
+    latents = jnp.concatenate([z[:, None], _base_draws(model, key, (z.shape[0], num_draws, z.shape[1]))], axis=1)
+    inverse_row = jax.vmap(model.flow.inverse, in_axes=(0, None))
+    out, ld_inv = jax.vmap(inverse_row)(latents, emb)
+    xr, ld_i, draws = out[:, 0], ld_inv[:, 0], out[:, 1:]
     if model.flow_space == "unconstrained":
         cube = jax.nn.sigmoid(model.unstandardize(draws)).astype(jnp.float32)
         hits = jnp.any((cube <= 0.0) | (cube >= 1.0) | ~jnp.isfinite(cube), axis=-1)

@@ -1,0 +1,118 @@
+"""Estimators by name and the one option vocabulary shared by ``sbi-ops train`` and pipelines.
+
+The vocabulary is the chosen estimator's constructor keywords plus ``estimator``
+(``conditional_flow`` | ``flow_matching``). ``parameter_dim`` is always taken from the store.
+:data:`TRAINING_DEFAULTS` are the command-line defaults, which (unlike the class defaults of
+the reference API) train to convergence with early stopping on the validation split.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ESTIMATORS",
+    "TRAINING_DEFAULTS",
+    "EstimatorOptionsError",
+    "estimator_class",
+    "estimator_keywords",
+    "parse_set_options",
+    "resolve_estimator_options",
+]
+
+#: Estimator name -> (module, class name); imported lazily.
+ESTIMATORS: dict[str, tuple[str, str]] = {
+    "conditional_flow": ("sbi_core.flow_posterior", "ConditionalFlowPosterior"),
+    "flow_matching": ("sbi_core.flow_matching_posterior", "FlowMatchingPosterior"),
+}
+
+#: Command-line defaults (applied when the estimator accepts the keyword): train to convergence.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "num_epochs": 200,
+    "batch_size": 256,
+    "learning_rate": 1e-3,
+    "early_stopping_patience": 15,
+    "early_stopping_min_delta": 0.0,
+    "use_cosine_schedule": True,
+    "warmup_fraction": 0.02,
+}
+
+
+class EstimatorOptionsError(ValueError):
+    """An unknown estimator or option, or a value that cannot be parsed."""
+
+
+def estimator_class(name: str) -> type:
+    """The estimator class registered as ``name``."""
+    if name not in ESTIMATORS:
+        raise EstimatorOptionsError(f"unknown estimator {name!r}; allowed: {sorted(ESTIMATORS)}")
+    module, cls_name = ESTIMATORS[name]
+    try:
+        return getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise EstimatorOptionsError(f"estimator {name!r} is not available ({exc})") from None
+
+
+def estimator_keywords(cls: type) -> tuple[str, ...]:
+    """Constructor keywords of ``cls`` that users may set (all but ``parameter_dim``)."""
+    params = inspect.signature(cls.__init__).parameters
+    return tuple(n for n, p in params.items() if n not in ("self", "parameter_dim")
+                 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise EstimatorOptionsError(f"cannot parse value {text!r} ({exc})") from None
+    if isinstance(value, str):
+        if value in ("None", "none"):
+            return None
+        try:
+            return float(value) if any(c in value.lower() for c in ".e") or value.lower() in ("inf", "nan") else value
+        except ValueError:
+            return value
+    return value
+
+
+def parse_set_options(items: Iterable[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings (values as YAML scalars: ``1e-3``, ``true``, ``null``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise EstimatorOptionsError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
+def resolve_estimator_options(
+    config: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
+) -> tuple[type, dict[str, Any]]:
+    """Merge defaults < config file < overrides and check every key.
+
+    Returns:
+        ``(estimator class, constructor keywords without parameter_dim)``.
+
+    Raises:
+        EstimatorOptionsError: On an unknown estimator or key (naming the allowed ones).
+    """
+    merged = {**dict(config or {}), **dict(overrides or {})}
+    name = merged.pop("estimator", "conditional_flow")
+    cls = estimator_class(str(name))
+    allowed = estimator_keywords(cls)
+    if "parameter_dim" in merged:
+        raise EstimatorOptionsError("parameter_dim is taken from the store; do not set it")
+    unknown = sorted(set(merged) - set(allowed))
+    if unknown:
+        raise EstimatorOptionsError(
+            f"unknown option(s) {unknown} for estimator {name!r}; allowed: estimator, {', '.join(allowed)}"
+        )
+    options = {k: v for k, v in TRAINING_DEFAULTS.items() if k in allowed}
+    options.update(merged)
+    return cls, options
