@@ -4,10 +4,11 @@ Public API::
 
     from sbi_core.training import (
         SBITrainer, TrainingResult, TrainingDivergedError,
-        InMemoryData, StreamingData, build_optimizer,
+        InMemoryData, StreamingData, build_optimizer, enable_compilation_cache,
     )
 """
 
+from sbi_core.training.compilation import enable_compilation_cache
 from sbi_core.training.data import InMemoryData, StreamingData
 from sbi_core.training.early_stopping import EarlyStoppingState
 from sbi_core.training.optimizer import build_optimizer, build_schedule, schedule_lengths
@@ -26,6 +27,7 @@ __all__ = [
     "TrainingDivergedError",
     "TrainingResult",
     "build_optimizer",
+    "enable_compilation_cache",
     "build_schedule",
     "schedule_lengths",
     "train_epoch",

@@ -371,3 +371,16 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     assert resumed.epochs_run == reference.epochs_run
     np.testing.assert_allclose(resumed.best_validation_loss, reference.best_validation_loss,
                                rtol=RESUME_RTOL)
+
+
+def test_enable_compilation_cache(tmp_path):
+    from sbi_core.training import enable_compilation_cache
+
+    with pytest.raises(ValueError, match="min_compile_time_s must be >= 0, got -1"):
+        enable_compilation_cache(tmp_path, min_compile_time_s=-1)
+    previous = jax.config.jax_compilation_cache_dir
+    try:
+        assert enable_compilation_cache(tmp_path / "xla") == tmp_path / "xla"
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
