@@ -83,7 +83,9 @@ def flatten_groups(groups: Mapping[str, PyTree]) -> tuple[dict[str, dict[str, np
     """
     arrays, specs = {}, {}
     for name, tree in groups.items():
-        leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+        # np.array copies: on CPU np.asarray can alias the device buffer, which the next epoch
+        # donates (overwrites) while an asynchronous Orbax save may still be reading it.
+        leaves = [np.array(leaf, copy=True) for leaf in jax.tree.leaves(tree)]
         arrays[name] = {f"l{i:04d}": leaf for i, leaf in enumerate(leaves)}
         specs[name] = [[list(leaf.shape), str(leaf.dtype)] for leaf in leaves]
     return arrays, specs

@@ -29,7 +29,7 @@ from sbi_core.configs import (
     check_positive_int,
     check_real,
 )
-from sbi_core.training.data import InMemoryData, StreamingData, leading_size
+from sbi_core.training.data import InMemoryData, StreamingData
 from sbi_core.training.optimizer import build_optimizer, learning_rates_at
 from sbi_core.training.state import (
     RunState,
