@@ -421,6 +421,10 @@ class SBITask:
         """``n`` prior draws in physical units."""
         return self.transform.sample_prior(key, n, "physical")
 
+    def log_prior(self, theta: Float[Array, "*b P"], space: str = "physical") -> Float[Array, "*b"]:
+        """Prior log-density of ``theta`` expressed in ``space`` (see :class:`ParameterTransform`)."""
+        return self.transform.log_prior(theta, space)
+
     @cached_property
     def _simulate_batch(self):
         def batch(key, theta):

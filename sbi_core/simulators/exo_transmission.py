@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import jax
 import jax.numpy as jnp
@@ -90,9 +91,14 @@ class ExoTransmissionTask(SBITask):
     def noiseless_spectrum(self, theta: Float[Array, "*b 9"]) -> Float[Array, "*b 233"]:
         """Noiseless transit depth [ppm] for physical ``theta`` (any leading batch axes)."""
         theta = jnp.asarray(theta, dtype=jnp.result_type(float))
-        flat = theta.reshape(-1, theta.shape[-1])
-        out = jax.vmap(self.model.depth_ppm)(flat)
+        if theta.ndim == 0 or theta.shape[-1] != self.parameter_dim:
+            raise ValueError(f"exo_transmission: theta has shape {theta.shape}, expected (..., {self.parameter_dim})")
+        out = self._depth_batch(theta.reshape(-1, theta.shape[-1]))
         return out.reshape(*theta.shape[:-1], out.shape[-1])
+
+    @cached_property
+    def _depth_batch(self):
+        return jax.jit(jax.vmap(self.model.depth_ppm))
 
     def noiseless_photometry(self, theta: Float[Array, "*b 9"]) -> Float[Array, "*b 4"]:
         """Noiseless band-averaged depths [ppm]."""
@@ -164,7 +170,8 @@ def exo_transmission(
     noise = NoiseModelConfig("observational", {
         "kind": "gaussian",
         "noise_factor": {"kind": "log_uniform", "low": f_lo, "high": f_hi},
-        "spectrum_sigma_ppm": "prism_noise_curve_ppm(floor=30 at 1.4um, blue edge 250, red edge 350)",
+        "spectrum_sigma_ppm": {"curve": "prism_noise_curve_ppm", "floor_ppm": 30.0, "best_um": 1.4,
+                               "blue_edge_ppm": 250.0, "red_edge_ppm": 350.0},
         "photometry_sigma_ppm": list(PHOTOMETRIC_ERRORS_PPM),
     })
     return ExoTransmissionTask(
