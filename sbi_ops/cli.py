@@ -23,6 +23,8 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "simulate",
     "validate",
+    "train",
+    "sample",
 )
 
 for _name in COMMAND_MODULES:
