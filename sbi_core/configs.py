@@ -178,12 +178,15 @@ class CheckpointConfig:
         resume: Continue from the latest good checkpoint in ``directory`` when one exists.
         max_to_keep: Committed checkpoints kept on disk (>= 2, so the previous good one survives
             while the next is written).
+        save_interval_epochs: Save every this many epochs (>= 1); the final epoch is always
+            saved. Larger values trade resume granularity for less I/O on very fast epochs.
     """
 
     directory: str | None = None
     backend: CheckpointBackendName = "auto"
     resume: bool = False
     max_to_keep: int = 2
+    save_interval_epochs: int = 1
 
     def __post_init__(self) -> None:
         group = type(self).__name__
@@ -204,6 +207,7 @@ class CheckpointConfig:
         if not isinstance(self.resume, bool):
             raise ValueError(f"{group}.resume must be a bool, got {_describe(self.resume)}")
         check_positive_int(group, "max_to_keep", self.max_to_keep, minimum=2)
+        check_positive_int(group, "save_interval_epochs", self.save_interval_epochs)
         if self.resume and self.directory is None:
             raise ValueError(
                 f"{group}.resume=True needs a checkpoint directory, got directory=None"

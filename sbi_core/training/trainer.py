@@ -211,7 +211,7 @@ class SBITrainer:
             while not state.finished and state.epoch < total:
                 metrics = self._one_epoch(setup, hooks, state)
                 state.finished = state.stopped_early or state.epoch >= total
-                if checkpointer is not None:
+                if checkpointer is not None and self._save_due(state):
                     checkpointer.save(state.checkpoint_groups(),
                                       state.checkpoint_metadata(setup.signature))
                 _report(bar, metrics, state)
@@ -219,6 +219,9 @@ class SBITrainer:
                     hooks.callback(state.epoch, dict(metrics))
         finally:
             bar.close()
+
+    def _save_due(self, state: RunState) -> bool:
+        return state.finished or state.epoch % self.checkpoint.save_interval_epochs == 0
 
     def _one_epoch(self, setup: _Setup, hooks: _Hooks, state: RunState) -> dict[str, float]:
         start = time.perf_counter()

@@ -71,5 +71,7 @@ def test_checkpoint_config_validation(tmp_path):
         CheckpointConfig(directory="  ")
     with pytest.raises(ValueError, match="CheckpointConfig.max_to_keep must be an integer >= 2"):
         CheckpointConfig(directory=str(tmp_path), max_to_keep=1)
+    with pytest.raises(ValueError, match="CheckpointConfig.save_interval_epochs must be an integer >= 1"):
+        CheckpointConfig(directory=str(tmp_path), save_interval_epochs=0)
     config = CheckpointConfig(directory=Path(tmp_path), backend="equinox", resume=True)
     assert config.directory == str(tmp_path) and config.enabled

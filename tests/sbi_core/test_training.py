@@ -286,11 +286,12 @@ class SimulatedCrash(Exception):
     pass
 
 
-def resume_trainer(directory, backend, resume, seed=3, optimization=REGRESSION):
+def resume_trainer(directory, backend, resume, seed=3, optimization=REGRESSION, interval=1):
     return SBITrainer(
         optimization,
         EarlyStoppingConfig(patience=10),
-        CheckpointConfig(str(directory), backend=backend, resume=resume),
+        CheckpointConfig(str(directory), backend=backend, resume=resume,
+                         save_interval_epochs=interval),
         seed=seed, progress=False,
     )
 
@@ -313,13 +314,15 @@ def crash_after(epoch_to_crash):
 RESUME_RTOL = 1e-6
 
 
-@pytest.mark.parametrize("backend", ["equinox", "orbax"])
-def test_resume_after_crash_matches_uninterrupted_run(tmp_path, backend):
+@pytest.mark.parametrize(("backend", "interval"), [("equinox", 2), ("orbax", 1)])
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, backend, interval):
     reference = resume_fit(resume_trainer(tmp_path / "ref", backend, resume=False))
     with pytest.raises(SimulatedCrash):
-        resume_fit(resume_trainer(tmp_path / "run", backend, resume=False), crash_after(3))
-    resumed = resume_fit(resume_trainer(tmp_path / "run", backend, resume=True))
-    assert resumed.resumed_from_epoch == 3 and resumed.epochs_run == 6
+        resume_fit(resume_trainer(tmp_path / "run", backend, resume=False, interval=interval),
+                   crash_after(3))
+    resumed = resume_fit(resume_trainer(tmp_path / "run", backend, resume=True, interval=interval))
+    # With a 2-epoch interval the last checkpoint before the crash after epoch 3 is epoch 2.
+    assert resumed.resumed_from_epoch == 3 - 3 % interval and resumed.epochs_run == 6
     np.testing.assert_allclose(resumed.history["validation_loss"],
                                reference.history["validation_loss"], rtol=RESUME_RTOL)
     assert resumed.best_validation_loss == pytest.approx(reference.best_validation_loss,
