@@ -123,6 +123,26 @@ def _check_config(noise_factor_range, stellar_radius_rsun, planet_mass_mjup, ref
     return lo, hi
 
 
+def _schema(wl: np.ndarray) -> ObservationSchema:
+    """``spectrum`` (233 bins, coordinates = micron) and ``photometry`` (band centres) blocks."""
+    positive = ObservationValueConstraint(min_value=0.0)  # transit depths are non-negative
+    centres = np.array([(lo + hi) / 2 for lo, hi in PHOTOMETRIC_BANDS_UM])
+    return ObservationSchema((
+        ObservationBlockSpec("spectrum", ObservationModality.SPECTRUM, len(wl), True, wl, positive),
+        ObservationBlockSpec("photometry", ObservationModality.PHOTOMETRY, len(centres), True, centres, positive),
+    ))
+
+
+def _noise_model(f_lo: float, f_hi: float) -> NoiseModelConfig:
+    return NoiseModelConfig("observational", {
+        "kind": "gaussian",
+        "noise_factor": {"kind": "log_uniform", "low": f_lo, "high": f_hi},
+        "spectrum_sigma_ppm": {"curve": "prism_noise_curve_ppm", "floor_ppm": 30.0, "best_um": 1.4,
+                               "blue_edge_ppm": 250.0, "red_edge_ppm": 350.0},
+        "photometry_sigma_ppm": list(PHOTOMETRIC_ERRORS_PPM),
+    })
+
+
 def exo_transmission(
     noise_factor_range: tuple[float, float] = (0.5, 2.0),
     stellar_radius_rsun: float = 1.0,
@@ -161,22 +181,9 @@ def exo_transmission(
         return (_gaussian_log_density(spec["values"], depth, spec["uncertainties"])
                 + _gaussian_log_density(ph["values"], phot, ph["uncertainties"]))
 
-    positive = ObservationValueConstraint(min_value=0.0)
-    schema = ObservationSchema((
-        ObservationBlockSpec("spectrum", ObservationModality.SPECTRUM, len(wl), True, wl, positive),
-        ObservationBlockSpec("photometry", ObservationModality.PHOTOMETRY, len(PHOTOMETRIC_BANDS_UM), True,
-                             np.array([(lo + hi) / 2 for lo, hi in PHOTOMETRIC_BANDS_UM]), positive),
-    ))
-    noise = NoiseModelConfig("observational", {
-        "kind": "gaussian",
-        "noise_factor": {"kind": "log_uniform", "low": f_lo, "high": f_hi},
-        "spectrum_sigma_ppm": {"curve": "prism_noise_curve_ppm", "floor_ppm": 30.0, "best_um": 1.4,
-                               "blue_edge_ppm": 250.0, "red_edge_ppm": 350.0},
-        "photometry_sigma_ppm": list(PHOTOMETRIC_ERRORS_PPM),
-    })
     return ExoTransmissionTask(
-        name="exo_transmission", version=VERSION, parameters=PARAMETERS, observation_schema=schema,
-        noise_model=noise, simulator=simulate_one, likelihood=log_likelihood,
+        name="exo_transmission", version=VERSION, parameters=PARAMETERS, observation_schema=_schema(wl),
+        noise_model=_noise_model(f_lo, f_hi), simulator=simulate_one, likelihood=log_likelihood,
         config={"stellar_radius_rsun": stellar_radius_rsun, "planet_mass_mjup": planet_mass_mjup,
                 "reference_pressure_bar": reference_pressure_bar, "oversample": oversample,
                 "depth_unit": "ppm", "photometric_bands_um": [list(b) for b in PHOTOMETRIC_BANDS_UM]},

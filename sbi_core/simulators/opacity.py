@@ -9,6 +9,11 @@ CO 4.6 micron band). They are good enough to make retrievals physically meaningf
 where a retrieval scientist expects them, degeneracies with clouds and hazes); they are not a
 line list.
 
+There is no collision-induced absorption (the issue asks for Rayleigh + four absorbers + cloud
++ haze), so the infrared continuum of a cloud-free, haze-free atmosphere is the very weak
+Rayleigh tail and even trace absorbers (1e-8) leave features there; in retrievals the grey
+cloud deck and the haze provide the continuum.
+
 References:
     Tennyson & Yurchenko (2012), ExoMol (band positions); Rothman et al. (2010), HITEMP.
     Dalgarno & Williams (1962), ApJ 136, 690 (H2 Rayleigh); Chan & Dalgarno (1965) (He Rayleigh).
