@@ -86,3 +86,31 @@ def test_errors_name_the_problem():
         TRANSFORM.transform(jnp.zeros((2, 4)), "physical", "cube")
     with pytest.raises(TypeError, match="priors\\[0\\]"):
         ParameterTransform(("uniform",))
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _random_prior(draw):
+    kind = draw(st.sampled_from(["uniform", "log_uniform", "normal"]))
+    a = draw(st.floats(-1e3, 1e3)) if kind != "log_uniform" else draw(st.floats(1e-6, 1e2))
+    width = draw(st.floats(1e-2, 1e3))
+    if kind == "uniform":
+        return UniformPrior(a, a + width)
+    if kind == "log_uniform":
+        return LogUniformPrior(a, a * (1.0 + width))
+    return NormalPrior(a, width)
+
+
+@settings(max_examples=15, deadline=None)
+@given(prior=_random_prior(), u=st.floats(0.001, 0.999))
+def test_property_random_priors_round_trip_and_log_det(prior, u):
+    transform = ParameterTransform((prior,))
+    x = transform.transform(jnp.array([u]), "cube", "physical")
+    y, ld = transform.transform_and_log_det(x, "physical", "unconstrained")
+    back = transform.transform(y, "unconstrained", "physical")
+    np.testing.assert_allclose(back, x, rtol=1e-3, atol=1e-3 * float(jnp.abs(x).max() + 1e-3))
+    grad = jax.grad(lambda v: transform.transform(v, "physical", "unconstrained")[0])(x)
+    np.testing.assert_allclose(ld, jnp.log(jnp.abs(grad[0])), atol=5e-3 + 1e-3 * abs(float(ld)))

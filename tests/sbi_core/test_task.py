@@ -164,3 +164,20 @@ def test_constraint_payload_and_check():
 def test_task_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         make_task().name = "other"
+
+
+def test_likelihood_accepts_observation_objects():
+    from sbi_core.observation import (
+        build_observation_block_batch,
+        build_observation_blocks_from_sample,
+    )
+
+    task = make_task()
+    theta = task.sample_prior(jax.random.key(0), 3)
+    out = task.simulate(jax.random.key(1), theta)
+    rows = [{b: {k: np.asarray(v[i]) for k, v in e.items()} for b, e in out.items()} for i in range(3)]
+    blocks = [build_observation_blocks_from_sample(task.observation_schema, r) for r in rows]
+    expected = task.log_likelihood_batch(theta, out)
+    np.testing.assert_allclose(task.log_likelihood(theta[0], blocks[0]), expected[0], rtol=1e-5)
+    stacked = build_observation_block_batch(blocks, task.observation_schema)
+    np.testing.assert_allclose(task.log_likelihood_batch(theta, stacked), expected, rtol=1e-5)
