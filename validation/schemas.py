@@ -30,6 +30,7 @@ class Rule:
     location: str
     description: str
     expected: str
+    found_label: str = ""  # e.g. "finite fraction": what the table value means
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ def record_failure_cases(cases: pd.DataFrame, rules: Mapping[tuple[str, str], Ru
                     found=str(group["failure_case"].iloc[0]))
             continue
         indices = group["index"].dropna().astype(np.int64).to_numpy()
+        found = f"{rule.found_label} {group['failure_case'].iloc[0]}".strip()
         out.add_indexed(check, rule.location, rule.description, np.sort(indices),
-                        expected=rule.expected, found=str(group["failure_case"].iloc[0]))
+                        expected=rule.expected, found=found)
 
 
 def _finite(series: pd.Series) -> pd.Series:
@@ -99,7 +101,8 @@ def block_summary_schema(block: BlockEntry, has_mask: bool) -> TableSchema:
     columns = {"finite_fraction": pa.Column(float, nullable=True, checks=[
         pa.Check(lambda s: s == 1.0, name="values_finite", ignore_na=False)])}
     rules = {("finite_fraction", "values_finite"): Rule(
-        f"{base}/values", "non-finite value (NaN or inf)", "finite fraction 1.0")}
+        f"{base}/values", "non-finite value (NaN or inf)", "finite fraction 1.0",
+        "finite fraction")}
     columns["value_min"], columns["value_max"] = _constraint_columns(block, base, rules)
     if block.has_uncertainties:
         columns["uncertainty_finite_fraction"] = pa.Column(float, nullable=True, checks=[
@@ -107,14 +110,15 @@ def block_summary_schema(block: BlockEntry, has_mask: bool) -> TableSchema:
         columns["uncertainty_min"] = pa.Column(float, nullable=True, checks=[
             pa.Check(lambda s: s > 0, name="uncertainties_positive")])
         rules[("uncertainty_finite_fraction", "uncertainties_finite")] = Rule(
-            f"{base}/uncertainties", "non-finite uncertainty", "finite fraction 1.0")
+            f"{base}/uncertainties", "non-finite uncertainty", "finite fraction 1.0",
+            "finite fraction")
         rules[("uncertainty_min", "uncertainties_positive")] = Rule(
-            f"{base}/uncertainties", "non-positive uncertainty", "minimum > 0")
+            f"{base}/uncertainties", "non-positive uncertainty", "minimum > 0", "minimum")
     if has_mask:
         columns["masked_fraction"] = pa.Column(float, checks=[
             pa.Check(lambda s: s < 1.0, name="fully_masked")])
         rules[("masked_fraction", "fully_masked")] = Rule(
-            f"{base}/mask", "every element masked", "masked fraction < 1")
+            f"{base}/mask", "every element masked", "masked fraction < 1", "masked fraction")
     return TableSchema(pa.DataFrameSchema(columns), rules)
 
 
@@ -130,7 +134,7 @@ def _constraint_columns(block: BlockEntry, base: str,
         min_checks.append(pa.Check(fn, name="values_constraint"))
         rules[("value_min", "values_constraint")] = Rule(
             f"{base}/values", "value below the block's constraint",
-            f"min {'>=' if inclusive else '>'} {bound}")
+            f"min {'>=' if inclusive else '>'} {bound}", "min")
     if c.get("max_value") is not None:
         inclusive = c.get("max_inclusive", True)
         bound = float(c["max_value"])
@@ -138,6 +142,6 @@ def _constraint_columns(block: BlockEntry, base: str,
         max_checks.append(pa.Check(fn, name="values_constraint"))
         rules[("value_max", "values_constraint")] = Rule(
             f"{base}/values", "value above the block's constraint",
-            f"max {'<=' if inclusive else '<'} {bound}")
+            f"max {'<=' if inclusive else '<'} {bound}", "max")
     return (pa.Column(float, nullable=True, checks=min_checks),
             pa.Column(float, nullable=True, checks=max_checks))
