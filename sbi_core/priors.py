@@ -81,35 +81,35 @@ class AbstractPrior(eqx.Module):
         """(low, high) of the support; may be (-inf, inf)."""
         raise NotImplementedError
 
-    def sample(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
+    def sample(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Float[Array, "*shape"]:
         """Draw samples of the given shape in physical units."""
         raise NotImplementedError
 
-    def log_prob(self, x: ArrayLike) -> Array:
+    def log_prob(self, x: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """Log-density in physical units; ``-inf`` outside the support."""
         raise NotImplementedError
 
-    def cdf(self, x: ArrayLike) -> Array:
+    def cdf(self, x: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """Physical value -> cube value u in [0, 1]."""
         raise NotImplementedError
 
-    def icdf(self, u: ArrayLike) -> Array:
+    def icdf(self, u: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """Cube value -> physical value (inverse CDF)."""
         raise NotImplementedError
 
-    def log_cdf(self, x: ArrayLike) -> Array:
+    def log_cdf(self, x: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """log u = log CDF(x), accurate where u is tiny."""
         raise NotImplementedError
 
-    def log_sf(self, x: ArrayLike) -> Array:
+    def log_sf(self, x: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """log(1 - u), accurate where u is close to one."""
         raise NotImplementedError
 
-    def log_pdf_for_cdf(self, x: ArrayLike) -> Array:
+    def log_pdf_for_cdf(self, x: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """log |d cdf / dx|: equals ``log_prob`` inside the support, smooth and finite outside."""
         raise NotImplementedError
 
-    def icdf_from_logit(self, y: ArrayLike) -> Array:
+    def icdf_from_logit(self, y: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """Physical value for unconstrained ``y = logit(u)``, without rounding u to 0 or 1.
 
         Evaluates ``icdf`` of ``sigmoid(-|y|)`` (always <= 1/2, so never rounded to one) and
