@@ -228,12 +228,18 @@ class EpochKernels:
 
 def _init_state(optimizer: optax.GradientTransformation, params: PyTree):
     """Private copy of the initial weights (the caller's survive donation) and optimiser state."""
-    return _copy_tree(params), optimizer.init(params)
+    params = _copy_tree(params)
+    return params, _copy_tree(optimizer.init(params))
 
 
 def _copy_tree(tree: PyTree) -> PyTree:
-    """Fresh buffers for every leaf, so a later donation of ``tree`` leaves the copy valid."""
-    return jax.tree.map(jnp.copy, tree)
+    """Fresh, strongly typed buffers for every leaf.
+
+    Fresh: a later donation of ``tree`` leaves the copy valid. Strongly typed: a weakly typed
+    leaf (e.g. a parameter made with ``jnp.asarray(1.0)``) comes out of the first epoch strongly
+    typed, and that type change alone would recompile the epoch kernel.
+    """
+    return jax.tree.map(lambda leaf: jnp.array(leaf, dtype=leaf.dtype, copy=True), tree)
 
 
 def _evaluate_batch(eval_fn: EvalFn, static: PyTree, params: PyTree, batch: tuple[Array, PyTree]):

@@ -19,6 +19,7 @@ import pytest
 
 from sbi_core.checkpoints import CheckpointMismatchError
 from sbi_core.configs import CheckpointConfig, EarlyStoppingConfig, OptimizationConfig
+from sbi_core.training.trainer import _compiled_kernels
 from sbi_core.training import (
     InMemoryData,
     SBITrainer,
@@ -166,6 +167,8 @@ def test_fit_trains_records_history_and_calls_back():
     assert result.best_validation_loss == min(history["validation_loss"])
     assert history["learning_rate"][1] > history["learning_rate"][-1]  # cosine decay recorded
     assert [c[0] for c in calls] == [1, 2, 3, 4, 5, 6]
+    kernels = _compiled_kernels(noisy_mse, mse_eval, REGRESSION, 32, 4, 4096)[0]
+    assert kernels.epoch._cached._cache_size() == 1  # six epochs, one compilation
     assert {"train_loss", "validation_loss", "best_validation_loss"} <= set(calls[-1][1])
     # The caller's model was not donated away, and the returned one evaluates to the best loss.
     assert np.isfinite(np.asarray(model.layers[0].weight)).all()
@@ -175,6 +178,12 @@ def test_fit_trains_records_history_and_calls_back():
 
 def test_early_stopping_restores_best_weights():
     result = scalar_fit(patience=3)
+    # Compile once: the epoch kernel is traced a single time for all epochs (weakly typed
+    # initial weights included).
+    config = OptimizationConfig(learning_rate=0.05, batch_size=8, num_epochs=40,
+                                gradient_clip_norm=None)
+    kernels = _compiled_kernels(pull_to_zero, distance_to_half, config, 8, 1, 4096)[0]
+    assert kernels.epoch._cached._cache_size() == 1
     val = result.history["validation_loss"]
     assert result.stopped_early and result.epochs_run < 40
     assert result.best_epoch == int(np.argmin(val)) + 1
