@@ -107,8 +107,9 @@ def _check_block_step(block: BlockArrays, schema: TableSchema, dead: DeadFeature
         if block.uncertainties is not None else None
     mask = read_rows(block.mask, f"{base}/mask", start, stop, out) \
         if block.mask is not None else None
-    if values is None:
-        return None
+    if values is None or (unc is None) != (block.uncertainties is None) \
+            or (mask is None) != (block.mask is None):
+        return None  # an unreadable chunk (already reported): these rows cannot be summarised
     schema.validate(summarise_block(values, unc, mask, start), out)
     dead.update(values, mask)
     return values

@@ -232,6 +232,8 @@ CASES: list[Case] = [
          "array_dtype", "splits/train"),
     Case("truncated_chunk", _write_bytes(f"{SPEC}/values/c/1/0", lambda b: b[: len(b) // 2]),
          "chunk_read", f"{SPEC}/values", CHUNK),
+    Case("truncated_mask_chunk", _write_bytes(f"{SPEC}/mask/c/0/0", lambda b: b""),
+         "chunk_read", f"{SPEC}/mask", 0),
     Case("deleted_chunk_file", lambda p: (p / f"{SPEC}/uncertainties/c/1/0").unlink() or p,
          "chunk_missing", f"{SPEC}/uncertainties", CHUNK),
     Case("deleted_split_chunk", lambda p: (p / "splits/train/c/0").unlink() or p,
