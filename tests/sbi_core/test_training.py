@@ -232,6 +232,8 @@ def test_streaming_source_and_small_splits():
         validation_data=StreamingData(FakeStore(validation), split="validation"),
         validation_diagnostics=lambda m, p, o: {"n": p.shape[0]})
     assert streamed.steps_per_epoch == 3 and streamed.history["n"] == [10.0] * 3
+    kernels = _compiled_kernels(noisy_mse, mse_eval, config, 8, 3, 16)[0]
+    assert kernels.step._cached._cache_size() == 1  # nine streamed steps, one compilation
     assert all(np.isfinite(streamed.history["validation_loss"]))
     assert scalar_fit(batch_size=64).steps_per_epoch == 1  # 8 samples become one batch
     with pytest.raises(ValueError, match="train_data must be InMemoryData or StreamingData"):
