@@ -56,7 +56,7 @@ class ImportanceSamplingResult:
         num_samples: n.
         num_invalid: Draws with a non-finite log-weight (e.g. outside the prior).
         efficiency_threshold: Threshold below which ``low_efficiency`` is set.
-        low_efficiency: Whether the efficiency is below the threshold.
+        low_efficiency: Whether the efficiency is below the threshold (or ESS < 2).
     """
 
     samples: np.ndarray
@@ -158,7 +158,8 @@ def importance_sample(
         num_resampled: Size of the resampled posterior (default n).
         efficiency_threshold: Efficiency below which a
             :class:`LowImportanceSamplingEfficiencyWarning` is issued and
-            ``low_efficiency`` is set.
+            ``low_efficiency`` is set (also set when ESS < 2, i.e. a single draw
+            carries the weight, whatever n is).
 
     Returns:
         An :class:`ImportanceSamplingResult`.
@@ -192,7 +193,8 @@ def _assemble(theta, log_w, resampled, threshold) -> ImportanceSamplingResult:
     if not math.isfinite(ess):  # every weight is zero
         ess = 0.0
     efficiency = ess / n
-    low = efficiency < threshold
+    # ESS < 2 means one draw carries (almost) all the weight: degenerate at any n.
+    low = efficiency < threshold or (n > 1 and ess < 2.0)
     if low:
         warnings.warn(
             f"importance-sampling efficiency {efficiency:.3%} is below the threshold "

@@ -177,3 +177,15 @@ def test_task_without_likelihood_raises():
 
     with pytest.raises(ValueError, match="exposes no likelihood"):
         task_log_likelihood(NoLikelihood(), {})
+
+
+def test_single_dominant_draw_is_flagged_whatever_n():
+    def one_heavy(key, n):
+        theta = jnp.zeros((n, 2))
+        return theta, jnp.where(jnp.arange(n) == 0, -100.0, 0.0)  # draw 0: weight e^100 larger
+
+    with pytest.warns(LowImportanceSamplingEfficiencyWarning):
+        result = importance_sample(one_heavy, lambda th: jnp.zeros(th.shape[0]),
+                                   lambda th: jnp.zeros(th.shape[0]), jax.random.key(0), 50,
+                                   efficiency_threshold=0.0)
+    assert result.low_efficiency and result.effective_sample_size == pytest.approx(1.0)
