@@ -288,7 +288,7 @@ class SBITrainer:
         data = setup.validation
         if isinstance(data, StreamingData):
             data = next(iter(data.batches(self.eval_chunk_size, shuffle=False, seed=0,
-                                          drop_last=False)))
+                                          drop_last=False, prefetch=0)))
         model = eqx.combine(params, setup.static)
         values = hooks.diagnostics(model, data[0], data[1])
         return {str(name): float(value) for name, value in values.items()}

@@ -397,3 +397,30 @@ def test_enable_compilation_cache(tmp_path):
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla")
     finally:
         jax.config.update("jax_compilation_cache_dir", previous)
+
+
+def test_prefetched_iterator_order_errors_and_early_stop():
+    from sbi_core.training.data import prefetched
+
+    assert list(prefetched(iter(range(50)), 2)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise OSError("store read failed at chunk 3")
+
+    with pytest.raises(OSError, match="chunk 3"):
+        list(prefetched(broken(), 2))
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    for item in prefetched(endless(), 2):
+        if item == 3:
+            break
+    time.sleep(0.3)
+    assert len(produced) <= 8  # the producer stopped soon after the consumer did
