@@ -17,6 +17,7 @@ from sbi_core.calibration.predictive import (
     posterior_predictive_check,
     predictive_bands,
     replicate_observations,
+    summarize_replicates,
 )
 from sbi_core.calibration.reports import (
     CalibrationThresholds,
@@ -53,5 +54,6 @@ __all__ = [
     "run_calibration",
     "sbc_ranks",
     "sbc_test",
+    "summarize_replicates",
     "tarp_test",
 ]

@@ -105,3 +105,75 @@ def write_diagnostics(report: SimulationBasedCalibrationReport, output: str | Pa
     path = output / "report.json"
     path.write_text(report.to_json(indent=2))
     return {"report": path, **plot_calibration_report(report, output)}
+
+
+def matching_task(store: Any) -> tuple[Any, str]:
+    """The built-in task that simulated ``store`` (default options), or None and why not.
+
+    Stores record only the task's name and version, so the built-in task (with its default
+    options) is accepted only when its parameters (names, priors) and blocks (names, lengths)
+    equal the store's.
+    """
+    from sbi_core.simulators import UnknownTaskError, get_task
+
+    try:
+        task = get_task(store.task_name)
+    except (UnknownTaskError, ValueError) as exc:
+        return None, str(exc)
+    payload, manifest = task.to_payload(), store.manifest
+    mine = ([(p["name"], p["prior"]) for p in payload["parameters"]],
+            [(b["name"], b["length"]) for b in payload["blocks"]])
+    theirs = ([(p["name"], p["prior"]) for p in manifest["parameters"]],
+              [(b["name"], b["length"]) for b in manifest["blocks"]])
+    if task.version != store.task_version or mine != theirs:
+        return None, (f"built-in task {store.task_name!r} (default options) does not match the "
+                      "store's parameters/blocks")
+    return task, ""
+
+
+def predictive_diagnostics(
+    posterior: Any,
+    store: Any,
+    task: Any,
+    output: str | Path,
+    *,
+    split: str = "test",
+    num_observations: int = 50,
+    num_draws: int = 200,
+    seed: int = 0,
+) -> tuple[Any, Path]:
+    """Posterior-predictive check of the first block on ``split``; writes ``predictive.png``.
+
+    Replicates come from ``task.simulate`` (which adds the task's own observational noise), so
+    no extra noise is added. The plot shows the first observation with its 68/95% bands.
+
+    Returns:
+        ``(PosteriorPredictiveReport, png_path)``.
+    """
+    import jax
+
+    from sbi_core.calibration.predictive import replicate_observations, summarize_replicates
+    from sbi_core.plotting import plot_posterior_predictive
+
+    indices = select_observations(store, split, num_observations)
+    parameters, observations = store.read(indices)
+    arrays = posterior_calibration_arrays(
+        posterior, parameters, blocks_from_stacked(store.observation_schema, observations),
+        num_samples=num_draws, seed=seed, with_log_prob=False)
+    spec = store.observation_schema.blocks[0]
+    key = jax.random.PRNGKey(seed)
+
+    def simulator(theta: np.ndarray) -> np.ndarray:
+        return np.asarray(task.simulate(key, theta)[spec.name]["values"])
+
+    replicated = replicate_observations(arrays.samples, simulator, add_noise=False)
+    observed = np.asarray(observations.values[spec.name], dtype=np.float64)
+    report = summarize_replicates(replicated, observed, block_name=spec.name, noise_added=False)
+    coords = spec.coordinates if spec.coordinates is not None else np.arange(spec.length)
+    unc = observations.uncertainties.get(spec.name)
+    png = plot_posterior_predictive(
+        np.asarray(coords), observed[0], replicated[0], Path(output) / "predictive.png",
+        uncertainties=None if unc is None else np.asarray(unc[0]),
+        xlabel="wavelength [micron]" if spec.coordinates is not None else "element",
+        ylabel=spec.name, title=f"{store.task_name}: {split} observation {int(indices[0])}")
+    return report, png

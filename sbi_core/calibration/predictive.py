@@ -86,9 +86,31 @@ def posterior_predictive_check(
     Returns:
         A :class:`PosteriorPredictiveReport`.
     """
-    observed = np.asarray(observed, dtype=np.float64)
     replicated = replicate_observations(samples, simulator, uncertainties,
                                         add_noise=add_noise, seed=seed)
+    return summarize_replicates(replicated, observed, block_name=block_name,
+                                noise_added=bool(add_noise and uncertainties is not None))
+
+
+def summarize_replicates(
+    replicated: Float[np.ndarray, "B S L"],
+    observed: Float[np.ndarray, "B L"],
+    *,
+    block_name: str = "spectrum",
+    noise_added: bool = False,
+) -> PosteriorPredictiveReport:
+    """Band coverage and chi-square of observed data against replicated data.
+
+    Args:
+        replicated: Replicated observations ``(B, S, L)`` (see :func:`replicate_observations`).
+        observed: Observed block values ``(B, L)``.
+        block_name: Name of the block, recorded in the report.
+        noise_added: Whether observational noise was added to the simulator output.
+
+    Returns:
+        A :class:`PosteriorPredictiveReport`.
+    """
+    observed = np.asarray(observed, dtype=np.float64)
     if observed.shape != (replicated.shape[0], replicated.shape[2]):
         raise ValueError(f"observed must have shape {(replicated.shape[0], replicated.shape[2])}"
                          f" (B, L) to match the simulator output; got {observed.shape}")
@@ -109,5 +131,5 @@ def posterior_predictive_check(
         fraction_in_95_per_observation=inside[0.95].mean(axis=1),
         chi2=chi2,
         reduced_chi2=chi2 / observed.shape[1],
-        noise_added=bool(add_noise and uncertainties is not None),
+        noise_added=noise_added,
     )

@@ -52,6 +52,24 @@ def summary_table(report) -> str:
     return "\n".join(lines)
 
 
+def _predictive(posterior, store, output: Path, *, split: str, seed: int) -> dict[str, Path]:
+    """Run the posterior-predictive check if a matching simulator exists; report, never gate."""
+    from sbi_core.calibration.diagnose import matching_task, predictive_diagnostics
+
+    task, reason = matching_task(store)
+    if task is None:
+        typer.echo(f"posterior predictive: skipped ({reason})")
+        return {}
+    report, png = predictive_diagnostics(posterior, store, task, output, split=split, seed=seed)
+    path = output / "predictive.json"
+    path.write_text(report.to_json(indent=2))
+    s = report.summary()
+    typer.echo(f"posterior predictive ({s['block_name']}, {report.num_observations} observations): "
+               f"{s['fraction_in_68']:.0%} of points in 68% bands, {s['fraction_in_95']:.0%} in "
+               f"95% bands, median reduced chi2 {s['median_reduced_chi2']:.2f}")
+    return {"predictive": path, "predictive_plot": png}
+
+
 def diagnose(
     model_dir: Annotated[Path, typer.Argument(help="Saved posterior directory (metadata.json + weights).")],
     store: Annotated[Path, typer.Argument(help="Simulation store with held-out simulations.")],
@@ -66,6 +84,7 @@ def diagnose(
     tarp_alpha: Annotated[float, typer.Option("--tarp-alpha", help="Level of the TARP KS test.")] = 0.01,
     max_abs_tarp_atc: Annotated[float, typer.Option("--max-tarp-atc", help="Largest allowed |TARP ATC|.")] = 0.05,
     log_prob: Annotated[bool, typer.Option("--log-prob/--no-log-prob", help="Use the posterior density for HPD coverage (else a Gaussian fit to the draws).")] = True,
+    predictive: Annotated[bool, typer.Option("--predictive/--no-predictive", help="Posterior-predictive check with the built-in simulator, when it matches the store (not gated).")] = True,
 ) -> None:
     """Calibrate a trained posterior on held-out simulations: coverage, SBC, TARP, P-P."""
     if not model_dir.is_dir():
@@ -91,6 +110,8 @@ def diagnose(
         raise _fail(str(exc)) from None
     files = write_diagnostics(report, output)
     typer.echo(summary_table(report))
+    if predictive:
+        files.update(_predictive(posterior, opened, output, split=split, seed=seed))
     typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")
     raise typer.Exit(EXIT_PASSED if report.passed else EXIT_FAILED)
 

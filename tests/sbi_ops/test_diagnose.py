@@ -103,6 +103,8 @@ def test_diagnose_command_writes_report_and_gates(store, tmp_path, monkeypatch, 
                                       str(out), "--num-observations", "150", "--num-samples", "200"])
     assert result.exit_code == code, result.output
     assert "HPD calibration error" in result.output
+    # The store is 2-d gaussian_linear; the built-in default is 10-d, so no simulator matches.
+    assert "posterior predictive: skipped" in result.output
     payload = json.loads((out / "report.json").read_text())
     assert payload["passed"] is (code == 0) and payload["num_observations"] == 150
     assert {p.name for p in out.iterdir()} >= {"coverage.png", "sbc_ranks.png", "tarp.png", "pp.png"}
@@ -119,6 +121,21 @@ def test_diagnose_command_usage_errors(tmp_path):
     assert result.exit_code == 2 and "no such model directory" in result.output
     result = CliRunner().invoke(app, ["diagnose", str(tmp_path), str(tmp_path), "--split", "dev"])
     assert result.exit_code == 2 and "--split must be one of" in result.output
+
+
+@pytest.mark.slow
+def test_predictive_diagnostics_with_the_task_simulator(store, tmp_path):
+    from sbi_core.calibration.diagnose import predictive_diagnostics
+    from sbi_core.simulators import get_task
+
+    report, png = predictive_diagnostics(ExactGaussianLinearPosterior(store), store,
+                                         get_task("gaussian_linear", dim=2), tmp_path,
+                                         num_observations=40, num_draws=100)
+    assert png.exists() and report.num_observations == 40 and report.num_points == 2
+    # x_rep = theta + noise has variance 0.05 + 0.1 around x / 2, while x - x / 2 has variance
+    # 0.2 / 4 = 0.05: an exact posterior's predictive check is conservative here (chi2 / L ~ 1/3).
+    assert report.fraction_in_95 > 0.9
+    assert 0.1 < np.median(report.reduced_chi2) < 0.7
 
 
 @pytest.mark.slow
