@@ -11,6 +11,11 @@ from sbi_core.benchmark.metrics import (
     jensen_shannon_millinats,
     wall_time_ratio,
 )
+from sbi_core.benchmark.posterior_benchmark import (
+    amortized_sampler,
+    benchmark_posterior,
+    cases_from_store,
+)
 from sbi_core.benchmark.reference import (
     ReferenceRetrieval,
     gaussian_log_likelihood,
@@ -32,7 +37,10 @@ __all__ = [
     "ReferenceRetrieval",
     "RetrievalBenchmarkCase",
     "RetrievalBenchmarkSuite",
+    "amortized_sampler",
+    "benchmark_posterior",
     "c2st",
+    "cases_from_store",
     "compare_samples",
     "credible_interval_overlap",
     "gaussian_log_likelihood",

@@ -135,3 +135,37 @@ def test_suite_compares_amortized_draws_with_task_reference():
 def comparison_for_shift(suite, shift):
     draws = {"obs-0": np.array([0.5 + shift, -0.5]) + np.array([0.1, 0.2]) * normal(1000, seed=6)}
     return suite.compare(draws, {"obs-0": 0.01})
+
+
+class _ExactPosterior:
+    """Stand-in for a trained gaussian_linear posterior (physical space, exact N(x/2, 0.05 I))."""
+
+    def encode_observation(self, blocks):
+        return np.asarray(blocks[0].values) / 2.0
+
+    def sample_posterior(self, observation, n_samples, seed=None):
+        from types import SimpleNamespace
+
+        rng = np.random.default_rng(seed)
+        draws = observation + np.sqrt(0.05) * rng.standard_normal((n_samples, observation.size))
+        return SimpleNamespace(samples=draws)
+
+    def to_physical(self, samples):
+        return samples
+
+
+@pytest.mark.slow
+def test_benchmark_posterior_against_dynesty_on_gaussian_linear(tmp_path):
+    from sbi_core.benchmark import benchmark_posterior
+    from sbi_core.dataset import simulate_to_store
+    from sbi_core.simulators import get_task
+
+    task = get_task("gaussian_linear", dim=2)
+    store = simulate_to_store(task, 300, str(tmp_path / "gl.zarr"), progress=False)
+    comparison = benchmark_posterior(_ExactPosterior(), store, task, num_cases=1,
+                                     num_samples=2000, nlive=100, output=tmp_path / "bench")
+    metrics = comparison.metrics[0]
+    assert metrics.c2st < 0.6 and max(metrics.jsd_millinats.values()) < 20.0
+    assert min(metrics.interval_overlap.values()) > 0.8
+    assert (tmp_path / "bench" / "benchmark.md").read_text().startswith("| case |")
+    assert (tmp_path / "bench" / f"corner_{metrics.case_name}.png").exists()
