@@ -256,3 +256,36 @@ def plot_calibration_report(
         "tarp": plot_tarp(report.tarp, directory / "tarp.png", passed="tarp" not in failed),
         "pp": plot_pp(report.pp, names, directory / "pp.png"),
     }
+
+
+def plot_local_sensitivity(report, path: str | Path, *, title: str | None = None) -> Path:
+    """Heat map of how each element (wavelength) moves each parameter's posterior mean.
+
+    Colour is the mean shift in units of the posterior sd when ``report.baseline_std`` is known
+    (else in parameter units), for a perturbation of one element by its uncertainty; red and blue
+    are opposite directions. Columns that light up are the elements that drive that parameter.
+
+    Args:
+        report: A :class:`sbi_core.calibration.LocalSensitivityReport`.
+        path: Output PNG path.
+        title: Optional title prefix.
+
+    Returns:
+        The PNG path.
+    """
+    normalised = report.baseline_std is not None
+    shifts = report.shift_matrix(normalised=normalised).T  # (P, L)
+    coords = [p.coordinate for p in report.points]
+    x = np.arange(len(coords)) if any(c is None for c in coords) else np.asarray(coords, float)
+    limit = float(np.max(np.abs(shifts))) or 1.0
+    fig = Figure(figsize=(9, 0.45 * len(report.parameter_names) + 1.8), layout="constrained")
+    ax = fig.add_subplot()
+    mesh = ax.pcolormesh(x, np.arange(len(report.parameter_names)), shifts, cmap="RdBu_r",
+                         vmin=-limit, vmax=limit, shading="nearest")
+    ax.set_yticks(np.arange(len(report.parameter_names)), report.parameter_names)
+    ax.invert_yaxis()  # first parameter on top, as in the report
+    ax.set_xlabel("element" if any(c is None for c in coords) else "wavelength [micron]")
+    fig.colorbar(mesh, ax=ax, label="mean shift / posterior sd" if normalised else "mean shift")
+    ax.set_title((title + ": " if title else "") + f"local sensitivity of the posterior mean "
+                 f"({report.block_name}, +1 sigma per element)", fontsize=10)
+    return _save(fig, path)

@@ -159,3 +159,47 @@ def posterior_calibration_arrays(
         lps, lpt = _log_probs(posterior, encoded, samples_space, ld_samples, truth_space,
                               -ld_truth_inverse)
     return CalibrationArrays(samples.reshape(n_obs, num_samples, n_par), truth, lps, lpt, seconds)
+
+
+def posterior_mean_function(
+    posterior: Any,
+    blocks: Sequence[Any],
+    block_name: str,
+    *,
+    num_samples: int = 2000,
+    seed: int = 0,
+):
+    """A batched ``(n, L) -> (n, P)`` posterior-mean map for :func:`local_sensitivity`.
+
+    Each row replaces the values of block ``block_name`` in ``blocks`` (one observation's
+    ``ObservationBlock`` list); the other blocks stay fixed. Every row is sampled with the same
+    ``base_seed`` and the posterior's per-row keys, so rows share their random numbers as far as
+    the backend allows (common random numbers keep Monte-Carlo noise out of small shifts).
+    Means are in physical units.
+    """
+    import dataclasses
+
+    names = [b.name for b in blocks]
+    if block_name not in names:
+        raise ValueError(f"no block {block_name!r} in the observation; blocks: {names}")
+    position = names.index(block_name)
+
+    def mean_fn(values: np.ndarray) -> np.ndarray:
+        rows = []
+        for row in np.asarray(values, dtype=np.float64):
+            new = list(blocks)
+            new[position] = dataclasses.replace(blocks[position], values=row)
+            rows.append(new)
+        enc = posterior.batch_encode_observation(rows)
+        embeddings = np.stack([np.asarray(e.embedding, dtype=np.float32) for e in enc])
+        # One call per row on purpose: batch_sample_posterior gives every row of a batch its own
+        # key, while a batch of one always gets the same key, i.e. common random numbers.
+        draws = np.stack([np.asarray(posterior.batch_sample_posterior(e[None], num_samples,
+                                                                      base_seed=seed))[0]
+                          for e in embeddings])
+        n, s, p = draws.shape
+        physical, _ = _to_space(posterior, draws.reshape(-1, p), str(posterior.parameter_space),
+                                "physical")
+        return physical.reshape(n, s, p).mean(axis=1)
+
+    return mean_fn

@@ -59,3 +59,14 @@ def test_posterior_predictive_plot(tmp_path):
     assert _is_png(path)
     with pytest.raises(ValueError, match="replicated"):
         plot_posterior_predictive(np.arange(3.0), np.zeros(3), np.zeros((5, 4)), tmp_path / "x.png")
+
+
+def test_local_sensitivity_plot(tmp_path):
+    from sbi_core.calibration import local_sensitivity
+    from sbi_core.plotting import plot_local_sensitivity
+
+    weights = np.random.default_rng(3).normal(size=(50, 3))
+    report = local_sensitivity(np.zeros(50), np.full(50, 0.1), lambda obs: obs @ weights,
+                               parameter_names=["T", "log_X_H2O", "R_p"],
+                               coordinates=np.linspace(0.6, 5.0, 50), baseline_std=np.ones(3))
+    assert _is_png(plot_local_sensitivity(report, tmp_path / "sensitivity.png", title="obs 0"))

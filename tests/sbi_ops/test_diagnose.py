@@ -166,3 +166,19 @@ def test_diagnose_end_to_end_with_a_trained_flow_matching_posterior(store, tmp_p
     assert report.coverage.density_source == "log_prob"
     assert report.num_observations == 100 and report.num_samples == 200
     assert np.all(np.isfinite(report.pp.contraction)) and "HPD calibration error" in result.output
+
+
+def test_local_sensitivity_through_the_posterior_api(store):
+    """d mean / d x = 1/2 for gaussian_linear: perturbing x_i by s moves theta_i by s / 2 only."""
+    from sbi_core.calibration import local_sensitivity
+    from sbi_core.calibration.posterior_arrays import posterior_mean_function
+    from sbi_core.observation import ObservationBlock
+
+    posterior = ExactGaussianLinearPosterior(store)
+    blocks = [ObservationBlock("x", "auxiliary", np.array([0.2, -0.1]))]
+    mean_fn = posterior_mean_function(posterior, blocks, "x", num_samples=4000)
+    report = local_sensitivity(np.array([0.2, -0.1]), np.array([0.1, 0.1]), mean_fn,
+                               parameter_names=store.parameter_names, block_name="x")
+    np.testing.assert_allclose(report.shift_matrix(), [[0.05, 0.0], [0.0, 0.05]], atol=2e-3)
+    with pytest.raises(ValueError, match="no block 'y'"):
+        posterior_mean_function(posterior, blocks, "y")
