@@ -217,7 +217,7 @@ class EpochKernels:
         self.epoch = eqx.filter_jit(
             _bind(train_epoch, loss_fn, optimizer, batch_size, steps), donate=donate
         )
-        self.step = eqx.filter_jit(_bind(train_step, loss_fn, optimizer), donate=donate)
+        self.step = eqx.filter_jit(_bind(_batch_step, loss_fn, optimizer), donate=donate)
         self.evaluate = eqx.filter_jit(_bind(evaluate, eval_fn, eval_chunk_size))
         self.evaluate_batch = eqx.filter_jit(_bind(_evaluate_batch, eval_fn))
         # One compiled call each instead of one eager dispatch (and compile) per leaf shape:
@@ -240,6 +240,13 @@ def _copy_tree(tree: PyTree) -> PyTree:
     typed, and that type change alone would recompile the epoch kernel.
     """
     return jax.tree.map(lambda leaf: jnp.array(leaf, dtype=leaf.dtype, copy=True), tree)
+
+
+def _batch_step(loss_fn, optimizer, shared, params, opt_state, counters, key):
+    """``train_step`` with the batch in the (never donated) first argument, next to the static
+    model: a streamed batch may alias host memory and cannot be reused for outputs anyway."""
+    batch, static = shared
+    return train_step(loss_fn, optimizer, static, params, opt_state, counters, batch, key)
 
 
 def _evaluate_batch(eval_fn: EvalFn, static: PyTree, params: PyTree, batch: tuple[Array, PyTree]):

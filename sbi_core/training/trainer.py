@@ -262,7 +262,7 @@ class SBITrainer:
         total, applied = 0.0, 0
         for i, batch in enumerate(batches):
             state.params, state.opt_state, counters, loss, ok = setup.kernels.step(
-                setup.static, state.params, state.opt_state, counters, batch,
+                (batch, setup.static), state.params, state.opt_state, counters,
                 jax.random.fold_in(step_key, i),
             )
             # Summed on the device; reading them back once per epoch avoids per-step syncs.
