@@ -5,8 +5,10 @@ posterior draws closer to it than the true parameters,
 ``f_b = mean_s[ ||theta_s - r_b|| < ||theta*_b - r_b|| ]``. The expected coverage probability
 ``ECP(a) = mean_b[f_b < a]`` equals ``a`` for every ``a`` if and only if the posterior is exact
 (for references drawn from a distribution that does not depend on the truth). We report the ECP
-curve, the area between it and the diagonal ("ATC", ``integral of ECP(a) - a``; > 0
-underconfident, < 0 overconfident), and a KS test of ``f`` against U(0, 1).
+curve, the area between it and the diagonal ("ATC", ``integral of ECP(a) - a``; in our tests
+> 0 for underconfident and for biased posteriors, < 0 for overconfident ones, but a dispersion
+error can also give an S-shaped curve with ATC near 0), and a KS test of ``f`` against U(0, 1),
+which catches any departure. Both are gated.
 
 Z-scoring (the sbi bug): distances are only meaningful if parameters with different units share
 a scale, so we standardise. The *same* affine map, with mean and standard deviation taken from
