@@ -12,6 +12,18 @@ from sbi_core.calibration.coverage import (
     expected_coverage,
     hpd_credibility,
 )
+from sbi_core.calibration.diagnose import (
+    diagnose_posterior,
+    matching_task,
+    predictive_diagnostics,
+    write_diagnostics,
+)
+from sbi_core.calibration.posterior_arrays import (
+    CalibrationArrays,
+    blocks_from_stacked,
+    posterior_calibration_arrays,
+    posterior_mean_function,
+)
 from sbi_core.calibration.pp import PPResult, pp_and_z_scores
 from sbi_core.calibration.predictive import (
     posterior_predictive_check,
@@ -34,6 +46,7 @@ from sbi_core.calibration.tarp import TARPResult, tarp_test
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "CalibrationArrays",
     "CalibrationThresholds",
     "CoverageResult",
     "LocalSensitivityPointReport",
@@ -43,17 +56,24 @@ __all__ = [
     "SBCResult",
     "SimulationBasedCalibrationReport",
     "TARPResult",
+    "blocks_from_stacked",
+    "diagnose_posterior",
     "evaluate_thresholds",
     "expected_coverage",
     "hpd_credibility",
     "local_sensitivity",
+    "matching_task",
+    "posterior_calibration_arrays",
+    "posterior_mean_function",
     "posterior_predictive_check",
     "pp_and_z_scores",
     "predictive_bands",
+    "predictive_diagnostics",
     "replicate_observations",
     "run_calibration",
     "sbc_ranks",
     "sbc_test",
     "summarize_replicates",
     "tarp_test",
+    "write_diagnostics",
 ]
