@@ -7,6 +7,8 @@ Hutchinson's estimator).
 """
 
 from .analytic import GaussianTargetVelocity
+from .config import FlowMatchingConfig
+from .coordinates import Standardization, flow_space_for
 from .density import log_prob, push_forward, sample, sample_and_log_prob, standard_normal_log_prob
 from .divergence import (
     DIVERGENCES,
@@ -16,6 +18,7 @@ from .divergence import (
     build_divergence,
 )
 from .loss import fm_loss
+from .model import FlowMatchingNetwork
 from .paths import (
     interpolate,
     sample_time,
@@ -37,7 +40,8 @@ from .vector_field import AbstractVelocityField, FourierTimeEmbedding, VelocityM
 
 __all__ = [
     "AbstractDivergence", "AbstractODESolver", "AbstractVelocityField", "AdaptiveSolver",
-    "DIVERGENCES", "ExactDivergence", "FourierTimeEmbedding", "GaussianTargetVelocity",
+    "DIVERGENCES", "ExactDivergence", "FlowMatchingConfig", "FlowMatchingNetwork", "Standardization",
+    "flow_space_for", "FourierTimeEmbedding", "GaussianTargetVelocity",
     "HutchinsonDivergence", "MidpointSolver", "RK4Solver", "SOLVERS", "VelocityMLP",
     "build_divergence", "build_solver", "fm_loss", "interpolate", "log_prob", "push_forward",
     "sample", "sample_and_log_prob", "sample_time", "standard_normal_log_prob",
