@@ -90,7 +90,7 @@ def parse_params(params: Mapping[str, Any] | None, default_seed: int = 0) -> tup
     """
     params = dict(params or {})
     limit = env_limit(MAX_NUM_SAMPLES_ENV, DEFAULT_MAX_NUM_SAMPLES)
-    num_samples = _as_int(params.get("num_samples", DEFAULT_NUM_SAMPLES), "num_samples")
+    num_samples = _as_int(params.get("num_samples", min(DEFAULT_NUM_SAMPLES, limit)), "num_samples")
     if not 1 <= num_samples <= limit:
         raise RequestError(f"num_samples must be between 1 and {limit} "
                            f"(limit set by ${MAX_NUM_SAMPLES_ENV}), got {num_samples}")

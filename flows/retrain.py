@@ -180,7 +180,8 @@ def _run_stages(service: MlflowService, options: RetrainOptions, store: Path, cf
     tasks.track_task(service, run_id, metrics=diagnostics["metrics"],
                      files={"diagnostics": str(work / "diagnostics")})
     summary = {"fingerprint": fingerprint, "run_id": run_id, "metrics": diagnostics["metrics"],
-               "model_name": options.model_name, "training_cached": training["cached"]}
+               "model_name": options.model_name, "training_cached": training["cached"],
+               "model_dir": training["model_dir"]}
     existing = registry.find_version(service, options.model_name, fingerprint, cfg)
     if existing is not None:
         return _result("unchanged", version=str(existing.version), promoted=False, **summary,
