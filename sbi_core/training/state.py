@@ -62,7 +62,8 @@ class RunState:
     """Everything needed to continue a run exactly where it stopped.
 
     Attributes:
-        params: Trainable arrays (``eqx.partition(model, eqx.is_inexact_array)[0]``).
+        params: Trainable weights in the layout of ``layout.split_model`` (one flat vector, or
+            the ``eqx.partition`` pytree).
         opt_state: Optimiser state.
         key: PRNG key the next epoch splits from.
         epoch: Completed epochs.

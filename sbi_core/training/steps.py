@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from sbi_core.training.layout import assemble
+
 PyTree = Any
 LossFn = Callable[[Any, Array, PyTree, PRNGKeyArray], Float[Array, ""]]
 EvalFn = Callable[[Any, Array, PyTree], Float[Array, ""]]
@@ -76,8 +78,9 @@ def train_step(
     Args:
         loss_fn: ``loss_fn(model, parameters, observations, key) -> scalar``.
         optimizer: The optax chain from ``build_optimizer``.
-        static: Non-trainable part of the model (from ``eqx.partition``).
-        params: Trainable arrays of the model.
+        static: Non-trainable part of the model (``layout.split_model``: an ``eqx.partition``
+            half, or a ``FlatStatic``).
+        params: Trainable arrays of the model (a pytree, or one flat vector).
         opt_state: Optimiser state for ``params``.
         counters: Non-finite step counters.
         batch: ``(parameters (B, P), observations pytree)``.
@@ -89,7 +92,7 @@ def train_step(
     """
 
     def objective(trainable: PyTree) -> Float[Array, ""]:
-        return loss_fn(eqx.combine(trainable, static), batch[0], batch[1], key)
+        return loss_fn(assemble(trainable, static), batch[0], batch[1], key)
 
     loss, grads = eqx.filter_value_and_grad(objective)(params)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
@@ -183,7 +186,7 @@ def evaluate(
         The sample-weighted mean of ``eval_fn`` over the split.
     """
     data, static = shared
-    model = eqx.combine(params, static)
+    model = assemble(params, static)
     n = jax.tree.leaves(data)[0].shape[0]
     chunk = min(chunk_size, n)
     n_full, remainder = divmod(n, chunk)
@@ -250,7 +253,7 @@ def _batch_step(loss_fn, optimizer, shared, params, opt_state, counters, key):
 
 
 def _evaluate_batch(eval_fn: EvalFn, static: PyTree, params: PyTree, batch: tuple[Array, PyTree]):
-    return eval_fn(eqx.combine(params, static), batch[0], batch[1])
+    return eval_fn(assemble(params, static), batch[0], batch[1])
 
 
 def _bind(fn: Callable, *bound: Any) -> Callable:

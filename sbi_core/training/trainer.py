@@ -30,6 +30,7 @@ from sbi_core.configs import (
     check_real,
 )
 from sbi_core.training.data import InMemoryData, StreamingData
+from sbi_core.training.layout import assemble, layout_name, split_model
 from sbi_core.training.optimizer import build_optimizer, learning_rates_at
 from sbi_core.training.state import (
     RunState,
@@ -49,6 +50,7 @@ EpochCallback = Callable[[int, Mapping[str, float]], None]
 class _Setup:
     """Per-fit constants: the model split, kernels, optimiser and data on device."""
 
+    initial_params: Any
     static: Any
     kernels: EpochKernels
     optimizer: Any
@@ -145,7 +147,7 @@ class SBITrainer:
         hooks = _Hooks(validation_diagnostics, checkpoint_gate, epoch_callback)
         checkpointer = Checkpointer(self.checkpoint) if self.checkpoint.enabled else None
         try:
-            state, resumed_from = self._initial_state(setup, model, checkpointer)
+            state, resumed_from = self._initial_state(setup, checkpointer)
             self._run_epochs(setup, hooks, state, checkpointer)
         finally:
             if checkpointer is not None:
@@ -167,15 +169,15 @@ class SBITrainer:
         kernels, optimizer, learning_rates = _compiled_kernels(
             train_loss, eval_loss, self.optimization, batch_size, steps, self.eval_chunk_size
         )
-        _, static = eqx.partition(model, eqx.is_inexact_array)
+        initial_params, static = split_model(model)
         return _Setup(
-            static=static, kernels=kernels, optimizer=optimizer,
+            initial_params=initial_params, static=static, kernels=kernels, optimizer=optimizer,
             batch_size=batch_size, steps_per_epoch=steps, learning_rates=learning_rates,
             train=_to_device(train_data), validation=_to_device(validation_data),
-            signature=self._signature(batch_size, steps),
+            signature=self._signature(batch_size, steps, layout_name(static)),
         )
 
-    def _signature(self, batch_size: int, steps: int) -> dict[str, Any]:
+    def _signature(self, batch_size: int, steps: int, layout: str) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed by this trainer."""
         return {
             "optimization": asdict(self.optimization),
@@ -183,12 +185,12 @@ class SBITrainer:
             "seed": self.seed,
             "batch_size": batch_size,
             "steps_per_epoch": steps,
+            "weights_layout": layout,
         }
 
-    def _initial_state(self, setup: _Setup, model, checkpointer) -> tuple[RunState, int | None]:
-        params, _ = eqx.partition(model, eqx.is_inexact_array)
+    def _initial_state(self, setup: _Setup, checkpointer) -> tuple[RunState, int | None]:
         # A copy: the first epoch donates these buffers, which must not invalidate the caller's model.
-        params, opt_state = setup.kernels.init(params)
+        params, opt_state = setup.kernels.init(setup.initial_params)
         fresh = RunState(params=params, opt_state=opt_state, key=jax.random.key(self.seed))
         if checkpointer is None or not self.checkpoint.resume:
             return fresh, None
@@ -289,7 +291,7 @@ class SBITrainer:
         if isinstance(data, StreamingData):
             data = next(iter(data.batches(self.eval_chunk_size, shuffle=False, seed=0,
                                           drop_last=False, prefetch=0)))
-        model = eqx.combine(params, setup.static)
+        model = assemble(params, setup.static)
         values = hooks.diagnostics(model, data[0], data[1])
         return {str(name): float(value) for name, value in values.items()}
 
@@ -333,7 +335,7 @@ class SBITrainer:
                 f"refusing to return a model with non-finite weights"
             )
         return TrainingResult(
-            model=eqx.combine(params, setup.static), history=state.history, best_epoch=int(epoch),
+            model=assemble(params, setup.static), history=state.history, best_epoch=int(epoch),
             best_validation_loss=float(loss), stopped_early=state.stopped_early,
             epochs_run=state.epoch, resumed_from_epoch=resumed_from,
             skipped_nonfinite_steps=state.skipped_total, gate_passed=passed,

@@ -424,3 +424,33 @@ def test_prefetched_iterator_order_errors_and_early_stop():
             break
     time.sleep(0.3)
     assert len(produced) <= 8  # the producer stopped soon after the consumer did
+
+
+class Mixed(eqx.Module):
+    w: jax.Array
+    v: jax.Array
+    n: int = 3
+
+
+def test_weight_layouts_round_trip_and_mixed_dtypes_train():
+    from sbi_core.training.layout import FlatStatic, assemble, split_model
+
+    model = regression_model()
+    flat, static = split_model(model)
+    assert isinstance(static, FlatStatic) and flat.ndim == 1
+    assert flat.size == sum(x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
+    rebuilt = assemble(flat, static)
+    for a, b in zip(jax.tree.leaves(rebuilt), jax.tree.leaves(model)):
+        np.testing.assert_array_equal(a, b)
+    mixed = Mixed(jnp.ones(2, jnp.float32), jnp.ones(3, jnp.float16))
+    params, static = split_model(mixed)
+    assert not isinstance(static, FlatStatic)  # no silent float16 -> float32 promotion
+    data = InMemoryData(np.zeros((8, 1), np.float32), {"x": np.zeros((8, 1), np.float32)})
+    result = SBITrainer(OptimizationConfig(learning_rate=0.1, batch_size=8, num_epochs=2),
+                        progress=False).fit(
+        mixed, train_loss=lambda m, p, o, k: jnp.sum(m.w**2) + jnp.sum(m.v.astype(jnp.float32)**2),
+        eval_loss=lambda m, p, o: jnp.sum(m.w**2), train_data=data, validation_data=data)
+    assert result.model.v.dtype == jnp.float16 and result.model.n == 3
+    assert float(result.model.w[0]) < 1.0
+    with pytest.raises(ValueError, match="has no trainable floating-point arrays"):
+        split_model(Mixed(jnp.ones(2, jnp.int32), jnp.ones(2, jnp.int32)))
