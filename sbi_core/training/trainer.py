@@ -166,9 +166,13 @@ class SBITrainer:
             raise ValueError(
                 f"train_data has {num_train} samples; at least one full batch is needed"
             )
-        kernels, optimizer, learning_rates = _compiled_kernels(
-            train_loss, eval_loss, self.optimization, batch_size, steps, self.eval_chunk_size
-        )
+        key = (train_loss, eval_loss, self.optimization, batch_size, steps, self.eval_chunk_size)
+        try:
+            hash(key)
+        except TypeError:  # e.g. a loss that is an equinox Module holding arrays: not cacheable
+            kernels, optimizer, learning_rates = _compiled_kernels.__wrapped__(*key)
+        else:
+            kernels, optimizer, learning_rates = _compiled_kernels(*key)
         initial_params, static = split_model(model)
         return _Setup(
             initial_params=initial_params, static=static, kernels=kernels, optimizer=optimizer,

@@ -454,3 +454,22 @@ def test_weight_layouts_round_trip_and_mixed_dtypes_train():
     assert float(result.model.w[0]) < 1.0
     with pytest.raises(ValueError, match="has no trainable floating-point arrays"):
         split_model(Mixed(jnp.ones(2, jnp.int32), jnp.ones(2, jnp.int32)))
+
+
+class ModuleLoss(eqx.Module):
+    """A loss that is itself an equinox Module holding an array: unhashable, still accepted."""
+
+    target: jax.Array
+
+    def __call__(self, model, parameters, observations, key=None):
+        return (model.w - self.target) ** 2 + 0.0 * jnp.sum(parameters)
+
+
+def test_unhashable_loss_objects_are_accepted():
+    data = InMemoryData(np.zeros((8, 1), np.float32), {"x": np.zeros((8, 1), np.float32)})
+    loss = ModuleLoss(jnp.asarray(0.25))
+    result = SBITrainer(OptimizationConfig(learning_rate=0.1, batch_size=8, num_epochs=3,
+                                           gradient_clip_norm=None), progress=False).fit(
+        Scalar(jnp.asarray(1.0)), train_loss=loss, eval_loss=loss, train_data=data,
+        validation_data=data)
+    assert result.best_validation_loss < (1.0 - 0.25) ** 2
