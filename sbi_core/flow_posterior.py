@@ -14,6 +14,7 @@ physical units.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -186,18 +187,22 @@ class ConditionalFlowPosterior(FlowPosteriorIOMixin, PersistentPosteriorEstimato
     def _build_flow(self, key: jax.Array) -> Any:
         return build_flow(key, self.parameter_dim, self.configs.encoder.embedding_dim, self.configs.flow)
 
-    def _build_model(self, schema: Any, standardization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-                     ) -> PosteriorModel:
+    def _build_model(self, schema: Any, standardization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+                     *, abstract: bool = False) -> PosteriorModel:
+        """Initialise the model for ``schema`` (``abstract=True``: shapes only, for loading).
+
+        Initialisation runs as one compiled program with an ``rbg`` key: far cheaper to compile
+        than eager per-layer threefry draws (the weights are saved, so the init stream only has
+        to be deterministic on one platform).
+        """
         shift, scale = standardization or self._standardization
-        k_enc, k_flow, k_aux = jax.random.split(jax.random.PRNGKey(self.seed), 3)
-        reg = self.configs.regularization
-        aux = (eqx.nn.Linear(self.configs.encoder.embedding_dim, 2 * self.parameter_dim, key=k_aux)
-               if reg.uses_aux_head else None)
-        return PosteriorModel(
-            embedding_net=build_embedding_net(schema, self.configs.encoder, k_enc),
-            flow=self._build_flow(k_flow), aux_head=aux, shift=tuple(shift), scale=tuple(scale),
-            flow_space=self.flow_space, regularization=reg,
-        )
+        spec = _ModelSpec(schema=schema, parameter_dim=self.parameter_dim, flow=self.configs.flow,
+                          encoder=self.configs.encoder, regularization=self.configs.regularization,
+                          shift=tuple(shift), scale=tuple(scale), flow_space=self.flow_space)
+        key = jax.random.key(self.seed, impl="rbg")
+        if abstract:
+            return eqx.filter_eval_shape(_init_model, spec, key)
+        return _init_model_jit(spec, key)
 
     # ------------------------------------------------------------------ losses (reference API)
     @staticmethod
@@ -313,6 +318,35 @@ class ConditionalFlowPosterior(FlowPosteriorIOMixin, PersistentPosteriorEstimato
         from sbi_core.flow_fit import run_fit
 
         return run_fit(self, dataset, elbo_log_likelihood_fn, elbo_num_samples)
+
+
+@dataclass(frozen=True)
+class _ModelSpec:
+    """Everything (hashable) that fixes the model's structure."""
+
+    schema: Any
+    parameter_dim: int
+    flow: Any
+    encoder: Any
+    regularization: Any
+    shift: tuple[float, ...]
+    scale: tuple[float, ...]
+    flow_space: str
+
+
+def _init_model(spec: _ModelSpec, key: jax.Array) -> PosteriorModel:
+    k_enc, k_flow, k_aux = jax.random.split(key, 3)
+    embedding_dim = spec.encoder.embedding_dim
+    aux = (eqx.nn.Linear(embedding_dim, 2 * spec.parameter_dim, key=k_aux)
+           if spec.regularization.uses_aux_head else None)
+    return PosteriorModel(
+        embedding_net=build_embedding_net(spec.schema, spec.encoder, k_enc),
+        flow=build_flow(k_flow, spec.parameter_dim, embedding_dim, spec.flow), aux_head=aux,
+        shift=spec.shift, scale=spec.scale, flow_space=spec.flow_space, regularization=spec.regularization,
+    )
+
+
+_init_model_jit = eqx.filter_jit(_init_model)
 
 
 def constructor_defaults() -> dict[str, Any]:

@@ -256,7 +256,7 @@ class FlowPosteriorIOMixin:
     def load_backend_state(self, input_path: Path) -> None:
         """Load weights into a skeleton rebuilt from the saved schema and config."""
         path = Path(input_path) / WEIGHTS_FILE
-        skeleton = self._build_model(self._encoding_schema())
+        skeleton = self._build_model(self._encoding_schema(), abstract=True)
         try:
             self._model = eqx.tree_deserialise_leaves(path, skeleton)
         except Exception as exc:  # noqa: BLE001 - report any structure/shape mismatch clearly

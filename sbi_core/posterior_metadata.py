@@ -96,7 +96,7 @@ def observation_schema_from_payload(payload: Mapping[str, Any]) -> Any:
                 modality=_modality_value(b["modality"]),
                 length=int(b["length"]),
                 has_uncertainties=bool(b.get("has_uncertainties", False)),
-                coordinates=b.get("coordinates"),
+                coordinates=None if b.get("coordinates") is None else tuple(b["coordinates"]),
             )
             for b in blocks
         ))
