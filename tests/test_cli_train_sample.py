@@ -56,7 +56,8 @@ def test_sample_rejects_bad_output_suffix(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_then_sample_round_trip(tmp_path):
+def test_train_then_sample_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("SBI_OPS_COMPILATION_CACHE", "0")  # keep the test process's jax config untouched
     store = gaussian_linear_store(tmp_path / "gl.zarr", n=300)
     config = tmp_path / "train.yaml"
     config.write_text("flow_family: affine\nembedding_dim: 8\nhidden_dim: 8\nnum_coupling_layers: 2\n")

@@ -85,6 +85,9 @@ def sample(
     if output.suffix.lower() not in (".npy", ".csv"):
         raise _fail(f"--output must end in .npy or .csv, got {output.name!r}")
     entries = _read_observation(observation)
+    from sbi_ops.commands.train import enable_compilation_cache
+
+    enable_compilation_cache()
     from sbi_core.compatibility import TaskCompatibilityError
     from sbi_core.persistence import PosteriorLoadError
     from sbi_core.posterior_base import PersistentPosteriorEstimator
