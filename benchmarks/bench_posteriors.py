@@ -1,0 +1,180 @@
+"""Conditional-flow posteriors vs the PyTorch ``sbi`` peer (issues 3 and 8).
+
+Per task, on one set of files (see :mod:`benchmarks.common`): our flow families each train in a
+child process (``ours_worker``), sbi's NPE-NSF trains in its own environment (``peer_sbi``), and
+this process scores both from the samples they return with our metric code:
+
+* ``gaussian_linear`` / ``two_moons``: C2ST against the exact / reference posterior (sbibm
+  protocol: ``K`` test observations, ``n`` draws each vs ``n`` reference draws, averaged);
+* ``exo_transmission``: expected HPD coverage (``run_calibration``) on ``C`` test observations,
+  with the calibration error and its Monte-Carlo floor.
+
+Training recipe of ours (all tasks, every family; the same settings in quick mode except the
+epoch cap): :data:`RECIPE`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    WORKDIR,
+    load_child_output,
+    log,
+    prepare_task_data,
+    python_executable,
+    run_child,
+)
+from benchmarks.peer_env import peer_python
+
+PEER_SCRIPT = Path(__file__).with_name("peer_sbi.py")
+
+#: Our training recipe: early stopping on the validation split restores the best weights.
+RECIPE: dict[str, Any] = {
+    "batch_size": 256, "learning_rate": 1e-3, "use_cosine_schedule": True, "warmup_epochs": 1.0,
+    "num_epochs": 300, "lr_schedule_total_epochs": 150.0, "early_stopping_patience": 20,
+    "embedding_dim": 32, "hidden_dim": 64, "num_coupling_layers": 5, "num_spline_bins": 10,
+    "gradient_clip_norm": 5.0,
+}
+
+
+@dataclass
+class TaskPlan:
+    """What to run for one task."""
+
+    name: str
+    num_simulations: int
+    families: tuple[str, ...]
+    metric: str  # "c2st" | "calibration"
+    parameter_space: str = "unconstrained"
+    speed: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def plans(settings: dict[str, Any]) -> dict[str, TaskPlan]:
+    """The three posterior suites at the sizes of ``settings``."""
+    n, n_exo = settings["num_simulations"], settings["exo_simulations"]
+    families = ("spline", "affine", "autoregressive", "neural_autoregressive")
+    return {
+        "gaussian_linear": TaskPlan("gaussian_linear", n, families, "c2st", parameter_space="physical"),
+        "two_moons": TaskPlan("two_moons", n, ("spline",), "c2st"),
+        "exo_transmission": TaskPlan("exo_transmission", n_exo, ("spline",), "calibration",
+                                     extra={"spectrum_encoder_type": "conv1d", "embedding_dim": 64,
+                                            "hidden_dim": 128}),
+    }
+
+
+def _common_flags(plan: TaskPlan, settings: dict[str, Any], speed: bool) -> list[str]:
+    flags = ["--num-samples", str(settings["num_samples"]), "--repeats", str(settings["repeats"]),
+             "--batch-observations", str(settings["batch_observations"])]
+    if plan.metric == "c2st":
+        flags += ["--c2st-observations", str(settings["c2st_observations"])]
+    else:
+        flags += ["--c2st-observations", "0", "--calibration-observations", str(settings["calibration_observations"]),
+                  "--calibration-samples", str(settings["calibration_samples"])]
+    return flags + ([] if speed else ["--no-speed"])
+
+
+def run_ours(plan: TaskPlan, family: str, files: dict[str, Path], settings: dict[str, Any], speed: bool):
+    config = {**RECIPE, **plan.extra, "flow_family": family, "parameter_space": plan.parameter_space,
+              "num_epochs": settings["max_epochs"]}
+    if family != "spline":
+        config.pop("num_spline_bins")
+    out = files["train"].parent / f"ours-{family}.npz"
+    argv = [python_executable(), "-m", "benchmarks.ours_worker", str(files["train"]), str(files["test"]), str(out),
+            "--config", json.dumps(config), *_common_flags(plan, settings, speed)]
+    child = run_child(argv, out.with_suffix(".log"))
+    timings, arrays = load_child_output(out)
+    return {**timings, **child, "config": config}, arrays
+
+
+def run_peer(plan: TaskPlan, files: dict[str, Path], settings: dict[str, Any]):
+    out = files["train"].parent / "peer-sbi.npz"
+    argv = [str(peer_python()), str(PEER_SCRIPT), str(files["npz"]), str(out), *_common_flags(plan, settings, True)]
+    if settings.get("peer_max_epochs"):
+        argv += ["--max-epochs", str(settings["peer_max_epochs"])]
+    child = run_child(argv, out.with_suffix(".log"))
+    timings, arrays = load_child_output(out)
+    return {**timings, **child}, arrays
+
+
+def reference_samples(task_name: str, files: dict[str, Path], k: int, n: int) -> np.ndarray:
+    """``(K, n, P)`` exact posterior draws for the first K test observations."""
+    import jax
+
+    from sbi_core.calibration.posterior_arrays import blocks_from_stacked
+    from sbi_core.dataset import open_store
+    from sbi_core.simulators import get_task
+
+    task, test = get_task(task_name), open_store(files["test"])
+    _, obs = test.read("all")
+    blocks = blocks_from_stacked(test.observation_schema, obs)
+    return np.stack([np.asarray(task.reference_posterior_sample(jax.random.PRNGKey(1000 + i), blocks[i], n))
+                     for i in range(k)])
+
+
+def score_c2st(samples: np.ndarray, reference: np.ndarray, settings: dict[str, Any]) -> dict[str, Any]:
+    """sbibm-style C2ST per observation and its mean."""
+    from sbi_core.benchmark.metrics import c2st
+
+    values = [c2st(samples[i], reference[i], seed=i, max_samples=settings["c2st_max_samples"])
+              for i in range(reference.shape[0])]
+    return {"c2st": float(np.mean(values)), "c2st_per_observation": [float(v) for v in values]}
+
+
+def score_calibration(arrays: dict[str, np.ndarray], names: list[str]) -> dict[str, Any]:
+    """Expected HPD coverage of the returned draws (physical units)."""
+    from sbi_core.calibration import run_calibration
+
+    report = run_calibration(arrays["cal_samples"], arrays["cal_theta"], arrays["cal_log_prob_samples"],
+                             arrays["cal_log_prob_true"], parameter_names=names)
+    cov = report.coverage
+    return {"calibration_error": float(cov.calibration_error), "calibration_error_floor": float(cov.calibration_error_floor),
+            "coverage_density_source": cov.density_source, "calibration_passed": bool(report.passed),
+            "calibration_failures": list(report.failures),
+            "coverage_at": {str(a): float(c) for a, c in zip(cov.levels, cov.coverage) if a in (0.5, 0.68, 0.9, 0.95)}}
+
+
+def _score(plan: TaskPlan, arrays: dict[str, np.ndarray], reference: Any, names: list[str], settings) -> dict:
+    if plan.metric == "c2st":
+        return score_c2st(arrays["samples"], reference, settings)
+    return score_calibration(arrays, names)
+
+
+def run_task(plan: TaskPlan, settings: dict[str, Any]) -> dict[str, Any]:
+    """Data, every family of ours, the peer, and the scores of all of them."""
+    start = time.perf_counter()
+    log(f"{plan.name}: simulating {plan.num_simulations} training + {settings['num_test']} test simulations")
+    files = prepare_task_data(plan.name, plan.num_simulations, settings["num_test"], WORKDIR / plan.name)
+    from sbi_core.dataset import open_store
+
+    names = list(open_store(files["train"]).parameter_names)
+    reference = None
+    if plan.metric == "c2st":
+        reference = reference_samples(plan.name, files, settings["c2st_observations"], settings["num_samples"])
+    rows: dict[str, Any] = {}
+    for family in plan.families:
+        speed = plan.speed and family == "spline"
+        log(f"{plan.name}: training ours ({family})")
+        timings, arrays = run_ours(plan, family, files, settings, speed)
+        rows[f"ours/{family}"] = {**timings, **_score(plan, arrays, reference, names, settings)}
+        log(f"{plan.name}: ours/{family} {_summary(rows[f'ours/{family}'], plan.metric)}")
+    if settings["peer"]:
+        log(f"{plan.name}: training the sbi peer (NPE-NSF, sbi defaults)")
+        timings, arrays = run_peer(plan, files, settings)
+        rows["sbi/nsf"] = {**timings, **_score(plan, arrays, reference, names, settings)}
+        log(f"{plan.name}: sbi/nsf {_summary(rows['sbi/nsf'], plan.metric)}")
+    return {"task": plan.name, "num_simulations": plan.num_simulations, "metric": plan.metric,
+            "parameter_space": plan.parameter_space, "parameter_names": names, "rows": rows,
+            "suite_wall_s": time.perf_counter() - start}
+
+
+def _summary(row: dict[str, Any], metric: str) -> str:
+    score = f"C2ST {row['c2st']:.3f}" if metric == "c2st" else f"calibration error {row['calibration_error']:.3f}"
+    return f"{score}, fit {row['fit_wall_s']:.1f} s, {row['epochs']} epochs, process {row['process_wall_s']:.1f} s"

@@ -1,0 +1,140 @@
+"""Render ``benchmarks/results.md`` from the results dictionary of :mod:`benchmarks.run_all`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+C2ST_TARGET = 0.55
+SPEED_TARGET = 10.0
+#: "Equal or better" accuracy allows this much C2ST above the peer's (C2ST's own scatter).
+C2ST_TOLERANCE = 0.01
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return str(value)
+    value = float(value)
+    return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _ratio(peer: Any, ours: Any) -> float | None:
+    try:
+        return float(peer) / float(ours) if float(ours) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _met(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("**met**" if flag else "**not met**")
+
+
+def header(results: dict[str, Any]) -> list[str]:
+    m, s = results["machine"], results["settings"]
+    lines = ["# Benchmark results", ""]
+    if s.get("quick"):
+        lines += ["> **--quick run**: tiny sizes to smoke-test the harness. These numbers mean nothing.", ""]
+    lines += [f"- machine: {m.get('cpu_count')} cores ({m.get('cpu_model')}), {m.get('memory_total_gb')} GB; "
+              f"load average at start {m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}",
+              f"- commit {m.get('git_commit')}, started {m.get('started_at')}, total {_f(results.get('total_wall_s'), 4)} s",
+              f"- versions: {m.get('versions')}",
+              f"- settings: {s}",
+              f"- our training recipe (every family): {results.get('recipe')}",
+              "- Timings are medians over repeats after one warm-up call; ours and the peer ran in the same "
+              "run on the same files. Ratios are peer / ours (> 1: ours faster).", ""]
+    return lines
+
+
+def accuracy_table(suites: dict[str, Any]) -> list[str]:
+    lines = ["## Accuracy (issue 3): C2ST against the exact / reference posterior", "",
+             f"Target: C2ST <= {C2ST_TARGET} (sbibm's NPE: 0.552 on gaussian_linear at 10,000 simulations).", "",
+             "| task | simulations | estimator | C2ST | target | epochs | fit wall (s) |", "|---|---|---|---|---|---|---|"]
+    for name in ("gaussian_linear", "two_moons"):
+        suite = suites.get(name, {})
+        for est, row in suite.get("rows", {}).items():
+            c = row.get("c2st")
+            lines.append(f"| {name} | {suite['num_simulations']} | {est} | {_f(c)} | "
+                         f"{_met(None if c is None else c <= C2ST_TARGET)} | {row.get('epochs')} | {_f(row.get('fit_wall_s'))} |")
+    return lines + [""]
+
+
+SPEED_ROWS = (
+    ("fit() wall to early-stopping convergence (s)", "fit_wall_s"),
+    ("process wall: launch to trained, incl. imports and compile (s)", "process_wall_s"),
+    ("epochs run", "epochs"),
+    ("seconds per epoch (median; ours excludes the compiling first epoch)", "seconds_per_epoch"),
+    ("sampling, 1 observation x n draws (s)", "sample_single_seconds"),
+    ("sampling, batched (s)", "sample_batched_seconds"),
+    ("log_prob of n draws, 1 observation (s)", "log_prob_seconds"),
+    ("peak RSS of the process (MiB)", "peak_rss_mb"),
+)
+
+
+def _accuracy_verdict(suite: dict[str, Any], ours: dict[str, Any], peer: dict[str, Any]) -> tuple[str, bool | None]:
+    if suite["metric"] == "c2st":
+        a, b = ours.get("c2st"), peer.get("c2st")
+        ok = None if a is None or b is None else a <= b + C2ST_TOLERANCE
+        return f"C2ST: ours {_f(a)} vs sbi {_f(b)} (equal or better = within +{C2ST_TOLERANCE}): {_met(ok)}", ok
+    a, b = ours.get("calibration_error"), peer.get("calibration_error")
+    floor = ours.get("calibration_error_floor")
+    ok = None if a is None or b is None else a <= b + (floor or 0.0)
+    return (f"calibration error: ours {_f(a)} vs sbi {_f(b)}, Monte-Carlo floor {_f(floor)} "
+            f"(equal or better = within one floor): {_met(ok)}"), ok
+
+
+def speed_table(name: str, suite: dict[str, Any]) -> list[str]:
+    rows = suite.get("rows", {})
+    ours, peer = rows.get("ours/spline"), rows.get("sbi/nsf")
+    lines = [f"## {name}: ours (spline flow) vs sbi NPE-NSF, {suite['num_simulations']} simulations", ""]
+    if ours is None or peer is None:
+        return lines + ["(peer or ours missing in this run)", ""]
+    n, b = ours.get("num_samples"), ours.get("num_batched_observations")
+    lines += [f"n = {n} draws; batched = n draws for each of {b} observations.", "",
+              "| measure | ours | sbi | ratio sbi/ours |", "|---|---|---|---|"]
+    for label, key in SPEED_ROWS:
+        lines.append(f"| {label} | {_f(ours.get(key))} | {_f(peer.get(key))} | {_f(_ratio(peer.get(key), ours.get(key)))} |")
+    text, accurate = _accuracy_verdict(suite, ours, peer)
+    fit_r, proc_r = _ratio(peer.get("fit_wall_s"), ours.get("fit_wall_s")), _ratio(peer.get("process_wall_s"), ours.get("process_wall_s"))
+    samp_r = _ratio(peer.get("sample_batched_seconds"), ours.get("sample_batched_seconds"))
+    single_r = _ratio(peer.get("sample_single_seconds"), ours.get("sample_single_seconds"))
+    lines += ["", f"- {text}",
+              f"- training >= {SPEED_TARGET:g}x faster at equal or better accuracy: fit() wall {_f(fit_r)}x "
+              f"{_met(None if fit_r is None else fit_r >= SPEED_TARGET and bool(accurate))}, process wall {_f(proc_r)}x "
+              f"{_met(None if proc_r is None else proc_r >= SPEED_TARGET and bool(accurate))}",
+              f"- sampling >= {SPEED_TARGET:g}x faster: batched {_f(samp_r)}x {_met(None if samp_r is None else samp_r >= SPEED_TARGET)}, "
+              f"one observation {_f(single_r)}x {_met(None if single_r is None else single_r >= SPEED_TARGET)}", ""]
+    if suite["metric"] == "calibration":
+        lines += [f"- coverage at nominal levels: ours {ours.get('coverage_at')}, sbi {peer.get('coverage_at')}",
+                  f"- calibration (sampling + log-densities of {_f(ours.get('calibration_seconds'))} s ours, "
+                  f"{_f(peer.get('calibration_seconds'))} s sbi)", ""]
+    return lines
+
+
+def flow_matching_section(suite: dict[str, Any]) -> list[str]:
+    lines = ["## Flow matching (issue 4), from `bench_flow_matching.py`", ""]
+    if "error" in suite:
+        return lines + [f"failed: {suite['error']}", ""]
+    lines += ["| task | estimator/solver | C2ST (mean) | samples/s (mean) |", "|---|---|---|---|"]
+    for task, summary in (suite.get("summary") or {}).items():
+        for key, row in (summary or {}).items():
+            lines.append(f"| {task} | {key} | {_f(row.get('c2st_mean'))} | {_f(row.get('samples_per_s_mean'))} |")
+    lines += ["", f"- training time (s): {suite.get('training_time_s')}",
+              f"- exo_transmission importance sampling: {suite.get('exo_importance_sampling')}",
+              f"- details: `benchmarks/{suite.get('results_file')}`", ""]
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    suites = results.get("suites", {})
+    lines = header(results) + accuracy_table(suites)
+    for name in ("two_moons", "gaussian_linear", "exo_transmission"):
+        if name in suites and "rows" in suites[name]:
+            lines += speed_table(name, suites[name])
+    if "flow_matching" in suites:
+        lines += flow_matching_section(suites["flow_matching"])
+    errors = {k: v["error"] for k, v in suites.items() if isinstance(v, dict) and "error" in v}
+    if errors:
+        lines += ["## Failed suites", ""] + [f"- {k}: `{v}`" for k, v in errors.items()] + [""]
+    return "\n".join(lines)

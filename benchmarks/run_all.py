@@ -1,0 +1,100 @@
+"""Run the benchmark suites and write ``benchmarks/results.json`` and ``benchmarks/results.md``.
+
+    python -m benchmarks.run_all [--quick] [--only NAME ...]      (``make bench`` runs it)
+
+Suites: ``gaussian_linear``, ``two_moons``, ``exo_transmission`` (ours vs the PyTorch ``sbi``
+peer, :mod:`benchmarks.bench_posteriors`) and ``flow_matching`` (the flow-matching engineer's
+``benchmarks/bench_flow_matching.py``, run unchanged; its own results file is linked). ``--quick``
+runs tiny sizes to smoke-test the harness: its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from benchmarks.common import log, machine_info  # noqa: E402
+
+RESULTS_JSON = Path(__file__).with_name("results.json")
+RESULTS_MD = Path(__file__).with_name("results.md")
+SUITES = ("gaussian_linear", "two_moons", "exo_transmission", "flow_matching")
+
+FULL = {"num_simulations": 10_000, "exo_simulations": 20_000, "num_test": 200, "max_epochs": 300,
+        "num_samples": 10_000, "c2st_observations": 10, "c2st_max_samples": None, "batch_observations": 100,
+        "calibration_observations": 200, "calibration_samples": 1000, "repeats": 5, "peer": True,
+        "peer_max_epochs": None}
+QUICK = {**FULL, "num_simulations": 1_000, "exo_simulations": 2_000, "num_test": 100, "max_epochs": 3,
+         "num_samples": 500, "c2st_max_samples": 500, "batch_observations": 10, "calibration_observations": 50,
+         "calibration_samples": 200, "repeats": 2, "peer_max_epochs": 3}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes: smoke-test the harness")
+    p.add_argument("--only", nargs="+", choices=SUITES, metavar="NAME", help=f"subset of {', '.join(SUITES)}")
+    p.add_argument("--no-peer", dest="peer", action="store_false", help="skip the sbi peer (ours only)")
+    p.add_argument("--output-json", type=Path, default=RESULTS_JSON)
+    p.add_argument("--output-md", type=Path, default=RESULTS_MD)
+    return p.parse_args(argv)
+
+
+def run_flow_matching(quick: bool) -> dict[str, Any]:
+    """The flow-matching suite (issue 4), run as written by its owner; summary kept here."""
+    from benchmarks import bench_flow_matching
+
+    argv = ["--exo"] + (["--quick"] if quick else [])
+    start = time.perf_counter()
+    results = bench_flow_matching.main(argv)
+    summary = {task: results[task].get("summary") for task in ("gaussian_linear", "two_moons") if task in results}
+    exo = results.get("exo_transmission", {})
+    return {"summary": summary, "training_time_s": {t: results[t].get("training_time_s") for t in summary},
+            "exo_importance_sampling": {k: exo.get(k) for k in ("efficiency_median", "efficiency_mean",
+                                                                 "num_low_efficiency", "training_time_s")},
+            "results_file": str(bench_flow_matching.RESULTS.name), "suite_wall_s": time.perf_counter() - start}
+
+
+def run_suite(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    if name == "flow_matching":
+        return run_flow_matching(settings["quick"])
+    from benchmarks.bench_posteriors import plans, run_task
+
+    return run_task(plans(settings)[name], settings)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    settings = {**(QUICK if args.quick else FULL), "quick": args.quick, "peer": args.peer}
+    from benchmarks.bench_posteriors import RECIPE
+
+    results: dict[str, Any] = {"machine": machine_info(), "settings": settings, "recipe": RECIPE, "suites": {}}
+    log(f"machine: {results['machine']['cpu_count']} cores, load average {results['machine']['load_average_at_start']}")
+    start = time.perf_counter()
+    for name in args.only or SUITES:
+        try:
+            results["suites"][name] = run_suite(name, settings)
+        except Exception as exc:  # noqa: BLE001 - one failing suite must not hide the others
+            log(f"{name}: FAILED: {exc!r}")
+            results["suites"][name] = {"error": repr(exc)}
+        _write(results, args)
+    results["total_wall_s"] = time.perf_counter() - start
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    _write(results, args)
+    log(f"wrote {args.output_json} and {args.output_md} in {results['total_wall_s']:.0f} s")
+    return results
+
+
+def _write(results: dict[str, Any], args: argparse.Namespace) -> None:
+    from benchmarks.report import render
+
+    args.output_json.write_text(json.dumps(results, indent=2, default=str))
+    args.output_md.write_text(render(results))
+
+
+if __name__ == "__main__":
+    main()
