@@ -75,16 +75,31 @@ def split_model(model: eqx.Module) -> tuple[PyTree, PyTree]:
     dtypes = {leaf.dtype for leaf in leaves}
     if len(dtypes) != 1:
         return params, static
-    flat = jnp.concatenate([jnp.ravel(leaf) for leaf in leaves])
+    flat = _concatenate_flat(leaves)
     shapes = tuple(tuple(leaf.shape) for leaf in leaves)
     return flat, FlatStatic(static, treedef, shapes, str(dtypes.pop()))
 
 
 def assemble(trainable: PyTree, static: PyTree) -> eqx.Module:
-    """Rebuild the model from the two halves returned by ``split_model``."""
+    """Rebuild the model from the two halves returned by ``split_model`` (traceable)."""
     if isinstance(static, FlatStatic):
         return eqx.combine(static.unflatten(trainable), static.static)
     return eqx.combine(trainable, static)
+
+
+@eqx.filter_jit
+def assemble_compiled(trainable: PyTree, static: PyTree) -> eqx.Module:
+    """``assemble`` as one compiled call, for use outside the compiled loop.
+
+    Run eagerly, the flat layout's split/reshape would dispatch (and compile) one small kernel
+    per weight array; module-level jit caches one executable per model structure instead.
+    """
+    return assemble(trainable, static)
+
+
+@jax.jit
+def _concatenate_flat(leaves: list[Array]) -> Float[Array, " d"]:
+    return jnp.concatenate([jnp.ravel(leaf) for leaf in leaves])
 
 
 def layout_name(static: PyTree) -> str:

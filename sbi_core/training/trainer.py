@@ -30,7 +30,7 @@ from sbi_core.configs import (
     check_real,
 )
 from sbi_core.training.data import InMemoryData, StreamingData
-from sbi_core.training.layout import assemble, layout_name, split_model
+from sbi_core.training.layout import assemble_compiled, layout_name, split_model
 from sbi_core.training.optimizer import build_optimizer, learning_rates_at
 from sbi_core.training.state import (
     RunState,
@@ -295,7 +295,7 @@ class SBITrainer:
         if isinstance(data, StreamingData):
             data = next(iter(data.batches(self.eval_chunk_size, shuffle=False, seed=0,
                                           drop_last=False, prefetch=0)))
-        model = assemble(params, setup.static)
+        model = assemble_compiled(params, setup.static)
         values = hooks.diagnostics(model, data[0], data[1])
         return {str(name): float(value) for name, value in values.items()}
 
@@ -339,7 +339,7 @@ class SBITrainer:
                 f"refusing to return a model with non-finite weights"
             )
         return TrainingResult(
-            model=assemble(params, setup.static), history=state.history, best_epoch=int(epoch),
+            model=assemble_compiled(params, setup.static), history=state.history, best_epoch=int(epoch),
             best_validation_loss=float(loss), stopped_early=state.stopped_early,
             epochs_run=state.epoch, resumed_from_epoch=resumed_from,
             skipped_nonfinite_steps=state.skipped_total, gate_passed=passed,
