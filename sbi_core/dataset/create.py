@@ -130,6 +130,21 @@ def _choose_target(path: str, settings: Mapping[str, Any], overwrite: bool, resu
 
 
 def _initialise(target: str, settings: Mapping[str, Any]) -> None:
+    """Create the empty store at ``target`` in one step (built beside it, then renamed).
+
+    Creating the group, its arrays and the ``sbi_store`` attribute takes many writes; a process
+    killed half-way through would leave a directory without the attribute, which later runs must
+    treat as foreign (not resumable, not overwritable). Building it under a scratch name and
+    renaming it into place makes ``target`` either absent or a resumable unfinished store.
+    """
+    scratch = target.rstrip("/\\") + ".init-partial"
+    if os.path.lexists(scratch):
+        shutil.rmtree(scratch)  # an earlier initialisation was killed; we hold the writer lock
+    _build_empty_store(scratch, settings)
+    os.rename(scratch, target)
+
+
+def _build_empty_store(target: str, settings: Mapping[str, Any]) -> None:
     manifest, writer = settings["manifest"], settings["writer"]
     n, chunk, dtype = manifest["n_samples"], writer["chunk_size"], writer["dtype"]
     group = zarr.open_group(target, mode="w-", zarr_format=3)
