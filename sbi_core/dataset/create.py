@@ -16,7 +16,7 @@ from sbi_core.dataset.layout import MANIFEST_ATTR, PARAMETERS, PROGRESS_ARRAY, W
 from sbi_core.dataset.locking import WriterLock
 from sbi_core.dataset.manifest import canonical_json, manifest_from_task_payload
 from sbi_core.dataset.paths import check_writable_target, existing_kind, root_attributes
-from sbi_core.dataset.writer import StoreWriter, _positive_int, staging_path
+from sbi_core.dataset.writer import StoreWriter, _positive_int, remove_replaced_debris, staging_path
 
 
 def create_store(
@@ -56,6 +56,7 @@ def create_store(
     lock = WriterLock(path)
     lock.acquire()
     try:
+        remove_replaced_debris(path)
         target = _choose_target(path, settings, overwrite, resume)
         if not os.path.exists(target):
             _initialise(target, settings)

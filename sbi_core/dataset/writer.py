@@ -24,6 +24,7 @@ from sbi_core.dataset.errors import StoreIncompleteError
 from sbi_core.dataset.layout import MANIFEST_ATTR, PARAMETERS, PROGRESS_ARRAY, WRITER_ATTR, block_array_path, split_array_path
 from sbi_core.dataset.locking import WriterLock
 from sbi_core.dataset.splits import check_explicit_splits
+from sbi_core.fsutil import replace_directory
 
 
 def staging_path(path: str) -> str:
@@ -146,9 +147,29 @@ def _shaped(data: Any, shape: tuple[int, int], what: str, boolean: bool = False)
     return arr
 
 
+def replaced_path(final: str) -> str:
+    """Where an overwrite moves the old store before deleting it (``<store>.replaced-<pid>``)."""
+    return f"{final.rstrip('/')}.replaced-{os.getpid()}"
+
+
+def remove_replaced_debris(final: str) -> None:
+    """Delete old stores an earlier, killed overwrite moved aside but did not finish deleting.
+
+    Call only while holding the writer lock of ``final``.
+    """
+    prefix = f"{os.path.basename(final.rstrip('/'))}.replaced-"
+    parent = os.path.dirname(os.path.abspath(final))
+    for name in os.listdir(parent):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
 def _swap_in(staging: str, final: str) -> None:
-    """Replace ``final`` by the complete ``staging`` store; the old store is removed last."""
-    old = f"{final.rstrip('/')}.replaced-{os.getpid()}"
-    os.rename(final, old)
-    os.rename(staging, final)
+    """Replace ``final`` by the complete ``staging`` store; the old store is removed last.
+
+    The swap is one atomic exchange where the platform allows (see :mod:`sbi_core.fsutil`), so a
+    process killed at any point leaves a complete store, old or new, at ``final``.
+    """
+    old = replaced_path(final)
+    replace_directory(staging, final, old)
     shutil.rmtree(old)
