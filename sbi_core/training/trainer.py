@@ -9,6 +9,7 @@ checkpoints, progress and callbacks happen.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import time
@@ -400,8 +401,7 @@ def _check_signature(stored: dict, current: dict, directory: str | None) -> None
 
 
 def _jsonable(value: Any) -> Any:
-    import json
-
+    # Round-trip through JSON so tuples/lists and float formatting compare like the stored copy.
     return json.loads(json.dumps(value))
 
 
