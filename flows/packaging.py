@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from flows.pyfunc_io import DEFAULT_NUM_SAMPLES, BlockColumn, block_columns, example_frame
+from flows.pyfunc_io import BlockColumn, block_columns, example_frame
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 _RUNTIME_PACKAGES = ("jax", "jaxlib", "equinox", "optax", "numpy", "scipy", "pandas", "zarr",
@@ -53,8 +53,10 @@ def model_signature(columns: list[BlockColumn], parameter_names: tuple[str, ...]
         if col.has_uncertainties:
             inputs.append(ColSpec(Array(DataType.double), col.uncertainty_column))
     outputs = [ColSpec("double", name) for name in parameter_names] + [ColSpec("long", "observation_index")]
-    params = ParamSchema([ParamSpec("num_samples", "long", DEFAULT_NUM_SAMPLES),
-                          ParamSpec("seed", "long", 0)])
+    # Defaults are None on purpose: the server fills in schema defaults before predict sees the
+    # params, and the real defaults depend on the serving environment (min(1000, the cap); the
+    # model's own seed).
+    params = ParamSchema([ParamSpec("num_samples", "long", None), ParamSpec("seed", "long", None)])
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs), params=params)
 
 

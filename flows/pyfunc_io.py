@@ -69,6 +69,14 @@ def env_limit(name: str, default: int) -> int:
     return value if value > 0 else default
 
 
+def bucket(n: int, smallest: int = 8) -> int:
+    """The next power of two >= ``n`` (at least ``smallest``): the padded size actually computed."""
+    size = smallest
+    while size < n:
+        size *= 2
+    return size
+
+
 def _as_int(value: Any, name: str) -> int:
     if isinstance(value, bool):
         raise RequestError(f"param {name!r} must be an integer, got {value!r}")
@@ -90,7 +98,8 @@ def parse_params(params: Mapping[str, Any] | None, default_seed: int = 0) -> tup
     """
     params = dict(params or {})
     limit = env_limit(MAX_NUM_SAMPLES_ENV, DEFAULT_MAX_NUM_SAMPLES)
-    num_samples = _as_int(params.get("num_samples", min(DEFAULT_NUM_SAMPLES, limit)), "num_samples")
+    raw = params.get("num_samples")
+    num_samples = min(DEFAULT_NUM_SAMPLES, limit) if raw is None else _as_int(raw, "num_samples")
     if not 1 <= num_samples <= limit:
         raise RequestError(f"num_samples must be between 1 and {limit} "
                            f"(limit set by ${MAX_NUM_SAMPLES_ENV}), got {num_samples}")
@@ -130,7 +139,10 @@ def parse_frame(frame: Any, columns: Sequence[BlockColumn]) -> list[dict[str, di
     import pandas as pd
 
     if isinstance(frame, Mapping):
-        frame = pd.DataFrame(dict(frame))
+        try:
+            frame = pd.DataFrame(dict(frame))
+        except (TypeError, ValueError) as exc:
+            raise RequestError(f"cannot read the observations as a table: {exc}") from None
     if not isinstance(frame, pd.DataFrame):
         raise RequestError(f"expected a table of observations (a DataFrame), got {type(frame).__name__}")
     expected = [c.name for c in columns] + [c.uncertainty_column for c in columns if c.has_uncertainties]

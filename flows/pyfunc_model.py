@@ -57,8 +57,8 @@ class SbiPosteriorModel(PythonModel):
         from flows.pyfunc_io import RequestError, parse_frame, parse_params
 
         try:
-            num_samples, seed = parse_params(params, default_seed=int(self.posterior.seed))
             rows = parse_frame(model_input, self.columns)
+            num_samples, seed = parse_params(params, default_seed=int(self.posterior.seed))
             return self._sample(rows, num_samples, seed)
         except RequestError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
@@ -69,16 +69,20 @@ class SbiPosteriorModel(PythonModel):
         import numpy as np
         from sbi_core.posterior_base import PosteriorSamples
 
-        from flows.pyfunc_io import observation_blocks, samples_frame
+        from flows.pyfunc_io import bucket, observation_blocks, samples_frame
 
         posterior = self.posterior
-        encoded = posterior.batch_encode_observation([observation_blocks(r, self.columns) for r in rows])
+        # Pad to power-of-two shapes: JIT compiles once per shape, so bucketing bounds both the
+        # compilation latency a client sees and the memory held by compiled executables.
+        blocks = [observation_blocks(r, self.columns) for r in rows]
+        blocks += [blocks[0]] * (bucket(len(blocks)) - len(blocks))
+        encoded = posterior.batch_encode_observation(blocks)
         embeddings = np.stack([np.asarray(e.embedding, np.float32) for e in encoded])
-        draws = np.asarray(posterior.batch_sample_posterior(embeddings, num_samples, base_seed=seed))
+        draws = np.asarray(posterior.batch_sample_posterior(embeddings, bucket(num_samples), base_seed=seed))
         flat = PosteriorSamples(samples=draws.reshape(-1, draws.shape[-1]),
                                 metadata={"parameter_space": posterior.parameter_space})
         physical = np.asarray(posterior.to_physical(flat).samples).reshape(draws.shape)
-        return samples_frame(physical, posterior.parameter_names)
+        return samples_frame(physical[:len(rows), :num_samples], posterior.parameter_names)
 
 
 mlflow.models.set_model(SbiPosteriorModel())

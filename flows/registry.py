@@ -26,6 +26,7 @@ from flows.tracking import MlflowService
 CHAMPION, CHALLENGER = "champion", "challenger"
 NLL_TAG, CALIBRATION_TAG = "metric.heldout_nll", "metric.calibration_error"
 FINGERPRINT_TAG, CONFIG_TAG = "dataset_fingerprint", "config_hash"
+DECISION_TAG = "promotion.decision"
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,18 @@ def alias_version(client: Any, name: str, alias: str) -> Any | None:
 
 
 def find_version(service: MlflowService, name: str, fingerprint: str, config: str) -> Any | None:
-    """A registered version trained on ``fingerprint`` with config hash ``config`` (newest)."""
+    """The newest fully registered version trained on ``fingerprint`` with config ``config``."""
     from mlflow.exceptions import MlflowException
 
     try:
         versions = service.client().search_model_versions(f"name = '{name}'")
     except MlflowException:
         return None
+    # Only completed registrations count: a version whose promotion step never ran (a crash
+    # between register and promote) must not make later retrains skip its data forever.
     matches = [v for v in versions
-               if v.tags.get(FINGERPRINT_TAG) == fingerprint and v.tags.get(CONFIG_TAG) == config]
+               if v.tags.get(FINGERPRINT_TAG) == fingerprint and v.tags.get(CONFIG_TAG) == config
+               and DECISION_TAG in v.tags]
     return max(matches, key=lambda v: int(v.version)) if matches else None
 
 
@@ -147,7 +151,7 @@ def promote(service: MlflowService, name: str, version: str, metrics: Mapping[st
         client.set_registered_model_alias(name, CHALLENGER, version)
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, version)
-    for key, value in (("promotion.decision", "champion" if decision.promote else "challenger"),
+    for key, value in ((DECISION_TAG, "champion" if decision.promote else "challenger"),
                        ("promotion.reason", decision.reason),
                        ("promotion.compared_to", decision.champion_version or "none")):
         client.set_model_version_tag(name, version, key, value)

@@ -86,7 +86,8 @@ def test_dataframe_split_and_inputs(server):
     rows = _predictions(body)
     assert len(rows) == 10 and set(rows[0]) == {"theta_0", "theta_1", "observation_index"}
     assert sorted({r["observation_index"] for r in rows}) == [0, 1]
-    status, body = _post(server + "/invocations", json.dumps({"inputs": {"x": [[0.1, -0.2]]},
+    # `inputs` with this column schema: a list of records, one per observation.
+    status, body = _post(server + "/invocations", json.dumps({"inputs": [{"x": [0.1, -0.2]}],
                                                                "params": {"num_samples": 4}}))
     assert status == 200, body
     assert len(_predictions(body)) == 4
@@ -95,15 +96,18 @@ def test_dataframe_split_and_inputs(server):
 @pytest.mark.parametrize("body, expected", [
     ("{not json", "json"),
     (json.dumps({"dataframe_split": {"columns": ["x"], "data": [[[0.1]]]}}), "expected 2 values"),
-    ('{"inputs": {"x": [[NaN, 0.0]]}}', "non-finite"),
-    (json.dumps({"inputs": {"x": [[0.1, 0.2]]}, "params": {"num_samples": 10**9}}), "num_samples"),
-    (json.dumps({"inputs": {"y": [[0.1, 0.2]]}}), "x"),
+    ('{"inputs": [{"x": [NaN, 0.0]}]}', "non-finite"),
+    ('{"dataframe_split": {"columns": ["x"], "data": [[[0.1, Infinity]]]}}', "non-finite"),
+    (json.dumps({"inputs": [{"x": [0.1, 0.2]}], "params": {"num_samples": 10**9}}), "num_samples"),
+    (json.dumps({"inputs": [{"x": [0.1, 0.2]}], "params": {"seed": -5}}), "seed"),
+    (json.dumps({"inputs": [{"y": [0.1, 0.2]}]}), "x"),
+    (json.dumps({"inputs": {"x": [[0.1, 0.2]]}}), "invalid"),
 ])
 def test_bad_requests_get_a_readable_4xx_and_the_server_stays_up(server, body, expected):
     status, text = _post(server + "/invocations", body)
     assert 400 <= status < 500, (status, text)
     assert expected.lower() in text.lower(), text
-    status, text = _post(server + "/invocations", json.dumps({"inputs": {"x": [[0.0, 0.0]]},
+    status, text = _post(server + "/invocations", json.dumps({"inputs": [{"x": [0.0, 0.0]}],
                                                                "params": {"num_samples": 2}}))
     assert status == 200, text
 

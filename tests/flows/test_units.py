@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from flows.options import PromotionRule, RetrainOptions, config_hash, default_data_dir
 from flows.pyfunc_io import (
     BlockColumn,
+    bucket,
     RequestError,
     example_frame,
     parse_frame,
@@ -91,13 +92,19 @@ def test_parse_frame_missing_column_and_row_limit(monkeypatch):
 
 def test_params_are_checked_and_capped(monkeypatch):
     assert parse_params(None, default_seed=7) == (1000, 7)
+    assert parse_params({"num_samples": None, "seed": None}, default_seed=7) == (1000, 7)
     assert parse_params({"num_samples": "5", "seed": 3.0}) == (5, 3)
     monkeypatch.setenv("SBI_OPS_MAX_NUM_SAMPLES", "50")
+    assert parse_params({"seed": 1}) == (50, 1)  # the default follows the cap
     for params, message in (({"num_samples": 51}, "between 1 and 50"), ({"num_samples": 0}, "between 1"),
                             ({"num_samples": True}, "integer"), ({"seed": -1}, "seed"),
                             ({"seed": 2**40}, "seed"), ({"num_samples": 1.5}, "integer")):
         with pytest.raises(RequestError, match=message):
             parse_params(params)
+
+
+def test_shapes_are_bucketed_to_powers_of_two():
+    assert [bucket(n) for n in (1, 8, 9, 500, 1000)] == [8, 8, 16, 512, 1024]
 
 
 def test_samples_frame_and_example():
@@ -149,3 +156,30 @@ def test_pipeline_config_sections():
     assert est == {"num_epochs": 3, "batch_size": 8}
     assert diag == {"num_samples": 20, "thresholds": {"sbc_alpha": 0.001}}
     assert promo == {"calibration_tolerance": 0.02}
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_cells = st.one_of(st.none(), st.text(max_size=5), st.floats(allow_nan=True, allow_infinity=True),
+                   st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(),
+                                      st.text(max_size=3), st.none()), max_size=5))
+
+
+@settings(max_examples=150, deadline=None)
+@given(columns=st.dictionaries(st.sampled_from(["spectrum", "spectrum_uncertainties", "x", "y"]),
+                               st.lists(_cells, min_size=0, max_size=3), max_size=4),
+       params=st.dictionaries(st.sampled_from(["num_samples", "seed", "other"]),
+                              st.one_of(st.integers(), st.floats(), st.text(max_size=4), st.none(),
+                                        st.booleans()), max_size=3))
+def test_fuzz_request_parsing_only_raises_request_errors(columns, params):
+    """Any table and params: parsed, or a RequestError with a message; never anything else."""
+    try:
+        frame = pd.DataFrame(columns)
+    except ValueError:  # uneven columns: pandas refuses; the model sees the raw mapping
+        frame = columns
+    for call in (lambda: parse_frame(frame, COLUMNS), lambda: parse_params(params)):
+        try:
+            call()
+        except RequestError as exc:
+            assert str(exc)
