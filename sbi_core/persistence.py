@@ -27,6 +27,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from sbi_core.fsutil import replace_directory
+
 __all__ = [
     "METADATA_FILE_NAME",
     "PosteriorLoadError",
@@ -126,12 +128,9 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         os.rename(tmp, target)
         return
     backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(target, backup)
-    try:
-        os.rename(tmp, target)
-    except BaseException:
-        os.rename(backup, target)
-        raise
+    # One atomic exchange where the platform allows: a process killed between two renames would
+    # leave no model at ``target`` at all (see sbi_core.fsutil).
+    replace_directory(tmp, target, backup)
     shutil.rmtree(backup, ignore_errors=True)
 
 
