@@ -1,0 +1,92 @@
+"""Item 1: ``PersistentPosteriorEstimator.save`` killed with SIGKILL at random points.
+
+The subprocess loads model B and saves it over a directory holding model A, SIGKILLing itself
+at its N-th file-system mutation (N random per seed, plus every rename, where a non-atomic swap
+would leave the path empty). Afterwards the target must be exactly A or exactly B: it loads, its
+checksums verify, and metadata and weights belong to the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from sbi_core.persistence import read_posterior_metadata
+from sbi_core.posterior import ConditionalFlowPosterior
+from sbi_core.posterior_base import POSTERIOR_METADATA_SCHEMA_VERSION
+from tests.reliability.helpers import counting, kill_points, run_many, was_killed
+from tests.reliability.models import untrained_posterior
+from tests.sbi_core.posterior_helpers import gaussian_linear_store
+
+FAST_SEEDS = (0, 1, 2)
+SLOW_SEEDS = tuple(range(3, 13))
+
+
+def identity(directory) -> tuple[int, str]:
+    """(seed from metadata.json, SHA-256 of the weights): one model's fingerprint."""
+    meta = read_posterior_metadata(directory, (POSTERIOR_METADATA_SCHEMA_VERSION,))
+    (record,) = meta["weights"]["files"].values()
+    return meta["estimator_config"]["seed"], record["sha256"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    base = tmp_path_factory.mktemp("models")
+    store = gaussian_linear_store(base / "gl.zarr", n=64)
+    out = {}
+    for name, seed in (("A", 0), ("B", 1)):
+        untrained_posterior(store, seed=seed).save(str(base / name))
+        out[name] = identity(base / name)
+    assert out["A"] != out["B"]
+    # Count the mutations of one save of B over A, and note which of them are renames.
+    target, log = base / "count-target", []
+    shutil.copytree(base / "A", target)
+    b = ConditionalFlowPosterior.load(str(base / "B"))
+    with counting(target, log) as faults:
+        b.save(str(target))
+    out.update(base=base, events=faults.count(), renames=[i + 1 for i, e in enumerate(log) if e.split()[0] in ("rename", "replace")])
+    assert identity(target)[1] == out["B"][1]
+    return out
+
+
+def trials(tmp_path, models, points, existing: bool) -> list[str]:
+    jobs = []
+    for k in points:
+        target = tmp_path / f"t{k}"
+        if existing:
+            shutil.copytree(models["base"] / "A", target)
+        jobs.append((target, k, "save", models["base"] / "B"))
+    seen = []
+    for (target, k, *_), result in zip(jobs, run_many(jobs)):
+        assert was_killed(result), f"kill point {k}: exit {result.returncode}\n{result.stderr[-2000:]}"
+        if not existing and not target.exists():
+            seen.append("absent")  # a first save killed before its rename: nothing was published
+            continue
+        who = identity(target)  # raises PosteriorLoadError on a mix or a torn file
+        assert who in (models["A"], models["B"]) if existing else who == models["B"], f"kill point {k}: {who}"
+        seen.append("A" if who == models["A"] else "B")
+        loaded = ConditionalFlowPosterior.load(str(target))
+        assert loaded.seed == who[0]
+        visible = sorted(p.name for p in target.iterdir())
+        assert visible == ["metadata.json", "weights.eqx"], f"kill point {k}: {visible}"
+    return seen
+
+
+def test_kill_9_during_save_leaves_old_or_new_model(tmp_path, models):
+    points = kill_points(models["events"], FAST_SEEDS, always=models["renames"])
+    seen = trials(tmp_path, models, points, existing=True)
+    assert set(seen) <= {"A", "B"} and len(seen) == len(points)
+
+
+def test_kill_9_during_first_save_leaves_nothing_or_the_model(tmp_path, models):
+    points = kill_points(models["events"], FAST_SEEDS[:2])
+    assert set(trials(tmp_path, models, points, existing=False)) <= {"absent", "B"}
+
+
+@pytest.mark.slow
+def test_kill_9_during_save_at_every_point(tmp_path, models):
+    """Every mutation of the save is a kill point (the sweep; a few dozen subprocesses)."""
+    seen = trials(tmp_path, models, range(1, models["events"] + 1), existing=True)
+    assert {"A", "B"} <= set(seen)
