@@ -10,7 +10,7 @@ from sbi_core.dataset.fingerprint import store_fingerprint
 from sbi_core.dataset.layout import FORMAT_VERSION, SPLIT_NAMES
 from sbi_core.dataset.manifest import canonical_json, parse_manifest
 from sbi_core.dataset.reader import DEFAULT_MEMORY_BUDGET_BYTES, SimulationStore, open_store
-from sbi_core.dataset.simulate import simulate_to_store
+from sbi_core.dataset.simulate import create_simulation_store, simulate_chunks, simulate_to_store
 from sbi_core.dataset.splits import DEFAULT_SPLIT_FRACTIONS, DEFAULT_SPLIT_SEED, default_split_codes, default_split_indices
 from sbi_core.dataset.writer import StoreWriter
 
@@ -30,6 +30,8 @@ __all__ = [
     "open_store",
     "create_store",
     "simulate_to_store",
+    "create_simulation_store",
+    "simulate_chunks",
     "store_fingerprint",
     "parse_manifest",
     "canonical_json",

@@ -8,7 +8,7 @@ a resumed run writes exactly what an uninterrupted one would have written.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -46,6 +46,61 @@ def _trim(theta: Any, output: Any, n: int) -> tuple[np.ndarray, dict[str, dict[s
     return np.asarray(theta)[:n], blocks
 
 
+def create_simulation_store(
+    task: Any,
+    num_simulations: int,
+    path: str | os.PathLike,
+    *,
+    seed: int = 0,
+    chunk_size: int = 1024,
+    overwrite: bool = False,
+    dtype: Any = np.float32,
+) -> Any:
+    """Validate the arguments and create (or resume) the store ``simulate_to_store`` fills.
+
+    The returned :class:`~sbi_core.dataset.StoreWriter` holds the writer lock; fill its
+    ``pending_chunks()`` with :func:`simulate_chunks` (here or, after ``StoreWriter.attach``, in
+    other processes) and then ``finalize()`` it. Arguments as in :func:`simulate_to_store`.
+    """
+    num_simulations = _positive_int(num_simulations, "num_simulations")
+    chunk_size = _positive_int(chunk_size, "chunk_size")
+    # PRNGKey keeps only 32 bits of the seed without x64: larger seeds would silently collide.
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed: expected an integer in [0, 2**32), got {seed!r}")
+    info = {"generator": GENERATOR, "seed": int(seed), "task_fingerprint": task.fingerprint()}
+    return create_store(path, task_payload=task.to_payload(), n_samples=num_simulations, chunk_size=chunk_size, overwrite=overwrite, resume=True, dtype=dtype, writer_info=info)
+
+
+def simulate_chunks(task: Any, writer: Any, indices: Iterable[int], *, progress: Any = None) -> int:
+    """Simulate and write chunks ``indices`` of ``writer``'s store; returns the rows written.
+
+    The seed and chunk size are read from the store (``sbi_writer``), so a worker that attached
+    to the store writes exactly what a serial :func:`simulate_to_store` would have written.
+
+    Args:
+        task: The store's task (its fingerprint must match the one recorded at creation).
+        writer: A ``StoreWriter`` (the coordinator's, or one from ``StoreWriter.attach``).
+        indices: Chunk numbers to write.
+        progress: Optional object with ``update(rows)`` (a tqdm bar).
+
+    Raises:
+        ValueError: the store was not made by ``simulate_to_store`` for this task.
+    """
+    info = writer.writer_attrs.get("writer_info", {})
+    if info.get("generator") != GENERATOR or info.get("task_fingerprint") != task.fingerprint():
+        raise ValueError(f"{writer.path!r}: sbi_writer.writer_info {info!r} was not written by {GENERATOR} for task {getattr(task, 'name', task)!r}")
+    simulate = chunk_simulator(task, writer.chunk_size, int(info["seed"]))
+    rows = 0
+    for index in indices:
+        start, stop = writer.chunk_bounds(index)
+        theta, blocks = _trim(*simulate(index), stop - start)
+        writer.write_chunk(index, theta, blocks)
+        rows += stop - start
+        if progress is not None:
+            progress.update(stop - start)
+    return rows
+
+
 def simulate_to_store(
     task: Any,
     num_simulations: int,
@@ -75,22 +130,11 @@ def simulate_to_store(
     Returns:
         The finished store, opened read-only.
     """
-    num_simulations = _positive_int(num_simulations, "num_simulations")
-    chunk_size = _positive_int(chunk_size, "chunk_size")
-    # PRNGKey keeps only 32 bits of the seed without x64: larger seeds would silently collide.
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed: expected an integer in [0, 2**32), got {seed!r}")
-    info = {"generator": GENERATOR, "seed": int(seed), "task_fingerprint": task.fingerprint()}
-    writer = create_store(path, task_payload=task.to_payload(), n_samples=num_simulations, chunk_size=chunk_size, overwrite=overwrite, resume=True, dtype=dtype, writer_info=info)
+    writer = create_simulation_store(task, num_simulations, path, seed=seed, chunk_size=chunk_size, overwrite=overwrite, dtype=dtype)
     with writer:
         pending = writer.pending_chunks()
-        simulate = chunk_simulator(task, chunk_size, int(seed))
         bar = _progress_bar(progress, writer, pending)
-        for index in pending:
-            start, stop = writer.chunk_bounds(index)
-            theta, blocks = _trim(*simulate(index), stop - start)
-            writer.write_chunk(index, theta, blocks)
-            bar.update(stop - start)
+        simulate_chunks(task, writer, pending, progress=bar)
         bar.close()
         return writer.finalize()
 

@@ -41,8 +41,10 @@ def _positive_int(value: Any, name: str) -> int:
 class StoreWriter:
     """Fills a store chunk by chunk. Obtain one from :func:`create_store`; use as a context manager."""
 
-    def __init__(self, path: str, final_path: str, lock: WriterLock) -> None:
+    def __init__(self, path: str, final_path: str, lock: WriterLock | None, *, attached: bool = False) -> None:
         self.path, self.final_path, self._lock = path, final_path, lock
+        #: True for a chunk writer obtained with :meth:`attach` (no lock; cannot finalize).
+        self.attached = attached
         self._group = zarr.open_group(path, mode="r+", zarr_format=3)
         attrs = dict(self._group.attrs)
         self.manifest: dict[str, Any] = attrs[MANIFEST_ATTR]
@@ -51,6 +53,29 @@ class StoreWriter:
         self.chunk_size = int(self.writer_attrs["chunk_size"])
         self.n_chunks = -(-self.n_samples // self.chunk_size)
         self.mask_blocks = tuple(self.writer_attrs.get("mask_blocks", ()))
+
+    @classmethod
+    def attach(cls, path: str | os.PathLike) -> StoreWriter:
+        """A chunk writer for an unfinished store whose coordinator (another process) holds the lock.
+
+        Scale-out: the coordinator calls :func:`create_store` (taking ``<store>.lock``) and hands
+        ``writer.path`` to workers, which ``attach`` and write *disjoint* chunks with
+        :meth:`write_chunk`. Zarr writes to disjoint chunks (and the per-chunk progress entries,
+        one Zarr chunk each) never touch the same file, so workers need no lock of their own.
+        Only the coordinator may :meth:`finalize`.
+
+        Raises:
+            StoreIncompleteError: ``path`` holds no unfinished store (absent, foreign or complete).
+        """
+        path = os.path.normpath(os.fspath(path))
+        try:
+            group = zarr.open_group(path, mode="r", zarr_format=3)
+            attrs = dict(group.attrs)
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            raise StoreIncompleteError(f"{path!r}: no unfinished simulation store to attach to ({err})") from None
+        if MANIFEST_ATTR not in attrs or attrs.get(WRITER_ATTR, {}).get("complete", True) or PROGRESS_ARRAY not in group:
+            raise StoreIncompleteError(f"{path!r}: not an unfinished simulation store (attach only to a store its coordinator is still writing)")
+        return cls(path, path, None, attached=True)
 
     def chunk_bounds(self, index: int) -> tuple[int, int]:
         """Rows ``[start, stop)`` of chunk ``index``."""
@@ -115,6 +140,8 @@ class StoreWriter:
         Raises:
             StoreIncompleteError: listing chunks that were never written.
         """
+        if self.attached:
+            raise RuntimeError(f"{self.path!r}: an attached chunk writer cannot finalize; the coordinator that created the store does")
         pending = self.pending_chunks()
         if pending:
             raise StoreIncompleteError(f"{self.path!r}: chunks {pending[:10]}{'...' if len(pending) > 10 else ''} not written ({len(pending)} of {self.n_chunks})")
@@ -129,7 +156,8 @@ class StoreWriter:
 
     def close(self) -> None:
         """Release the lock (an unfinished store stays on disk, resumable)."""
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> StoreWriter:
         return self
