@@ -16,13 +16,11 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sbi_core.batch import PosteriorBatch
 from sbi_core.encoders import build_embedding_net
