@@ -5,7 +5,8 @@ times sampling and ``log_prob`` on the test store's observations and writes samp
 
 Usage: python -m benchmarks.ours_worker TRAIN.zarr TEST.zarr OUT.npz --config JSON
        [--num-samples N] [--c2st-observations K] [--batch-observations B]
-       [--calibration-observations C --calibration-samples S] [--repeats R] [--launched-at T]
+       [--calibration-observations C --calibration-samples S] [--repeats R] [--no-speed]
+       [--compilation-cache DIR] [--launched-at T]
 
 Timed paths are what a user calls, end to end, with physical-unit output like the peer's:
 one observation = ``encode_observation`` + ``sample_posterior`` + ``to_physical``; batched =
@@ -36,6 +37,10 @@ def _to_physical(posterior: Any, samples: np.ndarray) -> np.ndarray:
 
 def train(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """Fit on the training store; return the posterior and the training timings."""
+    if args.compilation_cache:
+        from sbi_core.training import enable_compilation_cache
+
+        enable_compilation_cache(args.compilation_cache)
     from sbi_core.dataset import open_store
     from sbi_core.posterior import ConditionalFlowPosterior
 
@@ -116,6 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibration-samples", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the throughput timings")
+    p.add_argument("--compilation-cache", default=None, help="JAX persistent compilation cache directory")
     p.add_argument("--launched-at", type=float, default=None)
     return p.parse_args(argv)
 

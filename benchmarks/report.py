@@ -63,6 +63,7 @@ def accuracy_table(suites: dict[str, Any]) -> list[str]:
 SPEED_ROWS = (
     ("fit() wall to early-stopping convergence (s)", "fit_wall_s"),
     ("process wall: launch to trained, incl. imports and compile (s)", "process_wall_s"),
+    ("process wall, warm compilation cache (a retrain of the same architecture) (s)", "process_wall_warm_cache_s"),
     ("epochs run", "epochs"),
     ("seconds per epoch (median; ours excludes the compiling first epoch)", "seconds_per_epoch"),
     ("sampling, 1 observation x n draws (s)", "sample_single_seconds"),

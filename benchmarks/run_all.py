@@ -28,7 +28,7 @@ SUITES = ("gaussian_linear", "two_moons", "exo_transmission", "flow_matching")
 FULL = {"num_simulations": 10_000, "exo_simulations": 20_000, "num_test": 200, "max_epochs": 300,
         "num_samples": 10_000, "c2st_observations": 10, "c2st_max_samples": None, "batch_observations": 100,
         "calibration_observations": 200, "calibration_samples": 1000, "repeats": 5, "peer": True,
-        "peer_max_epochs": None}
+        "peer_max_epochs": None, "warm_cache_rerun": True}
 QUICK = {**FULL, "num_simulations": 1_000, "exo_simulations": 2_000, "num_test": 100, "max_epochs": 3,
          "num_samples": 500, "c2st_max_samples": 500, "batch_observations": 10, "calibration_observations": 50,
          "calibration_samples": 200, "repeats": 2, "peer_max_epochs": 3}
