@@ -6,26 +6,24 @@ Reference:
 
 from __future__ import annotations
 
-import math
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from sbi_core.bijections.base import AbstractBijection, check_int
-from sbi_core.bijections.conditioner import MLP, coupling_split
+from sbi_core.bijections.conditioner import MLP, bounded_exp, coupling_split
 
 #: Floor on the affine scale: keeps log|det| finite and the inverse well conditioned in float32.
 MIN_SCALE = 1e-4
-# softplus(_SCALE_SHIFT) + MIN_SCALE == 1, so a zero conditioner output is the identity.
-_SCALE_SHIFT = math.log(math.expm1(1.0 - MIN_SCALE))
+#: One layer scales by at most exp(+-LOG_SCALE_BOUND); several layers compose beyond that.
+LOG_SCALE_BOUND = 8.0
 
 
 def affine_scale(raw: Array) -> Array:
-    """Positive scale from an unconstrained value; softplus grows linearly, unlike exp, so a large
-    conditioner output cannot overflow."""
-    return MIN_SCALE + jax.nn.softplus(raw + _SCALE_SHIFT)
+    """Positive scale from an unconstrained value: exactly 1 at ``raw = 0`` (identity start),
+    multiplicative (exp-like) around it, bounded so a runaway conditioner cannot overflow."""
+    return MIN_SCALE + (1.0 - MIN_SCALE) * bounded_exp(raw, LOG_SCALE_BOUND)
 
 
 class AffineCoupling(AbstractBijection):

@@ -37,6 +37,18 @@ def _init_layers(key, sizes: list[int]) -> tuple[tuple[Array, ...], tuple[Array,
     return tuple(w for w, _ in layers), tuple(b for _, b in layers)
 
 
+def bounded_exp(raw: Array, log_bound: float) -> Array:
+    """``exp(log_bound * tanh(raw / log_bound))``: 1 at 0, exp-like near 0, bounded in
+    ``[exp(-log_bound), exp(log_bound)]``.
+
+    The positivity map for conditioner outputs. Unlike ``softplus`` it never overflows and
+    lets scales shrink geometrically; and on XLA:CPU the fused exp/tanh pair vectorises, whereas
+    the fused ``softplus`` (``logaddexp``) ran ~20-40x slower per element in our measurements,
+    which dominated the neural-autoregressive transformer's cost.
+    """
+    return jnp.exp(log_bound * jnp.tanh(raw / log_bound))
+
+
 def coupling_split(dim: int) -> int:
     """Number of leading coordinates a coupling layer conditions on (the rest are transformed).
 

@@ -7,7 +7,7 @@ Reference:
 
 Transformer, per coordinate ``i`` (``r = min_residual``, ``K = transform_units``)::
 
-    g(x) = c * x + sum_k w_k * tanh(a_k * x + b_k)        c >= min_slope, w_k, a_k > 0
+    g(x) = c * x + sum_k w_k * tanh(a_k * x + b_k)        c > min_slope, w_k, a_k > 0
     f(x) = r * x + (1 - r) * g(x)
 
 ``f' >= r + (1 - r) * min_slope > 0`` everywhere, and the tanh part is bounded by
@@ -19,8 +19,6 @@ by this sum-of-tanh form because the logit of a sigmoid mixture is not surjectiv
 
 from __future__ import annotations
 
-import math
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -28,16 +26,16 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from sbi_core.bijections.base import AbstractBijection, check_float, check_int
-from sbi_core.bijections.conditioner import MaskedMLP
+from sbi_core.bijections.conditioner import MaskedMLP, bounded_exp
 
 # Zero conditioner output gives c = 1, a_k = 1, b_k spread over [-3, 3] and sum_k w_k = 0.1:
 # near the identity with distinct units (a symmetric start would keep them identical).
 _INIT_TOTAL_WEIGHT = 0.1
 _INIT_OFFSET_SPAN = 3.0
-
-
-def _inv_softplus(y: float) -> float:
-    return math.log(math.expm1(y))
+# Positive weights are exp of a soft-clamped log (``bounded_exp``): c - min_slope and w_k / w_init
+# in [e^-8, e^8], a_k in [e^-5, e^5]. Bounded, so the bisection bracket stays finite.
+_LOG_BOUND_WEIGHT = 8.0
+_LOG_BOUND_STEEPNESS = 5.0
 
 
 class NeuralAutoregressive(AbstractBijection):
@@ -81,9 +79,9 @@ class NeuralAutoregressive(AbstractBijection):
         """Positive transformer weights ``(c, w, a, b)`` for every coordinate."""
         k = self.transform_units
         raw = self.made(x, context)
-        c = self.min_slope + jax.nn.softplus(raw[:, 0] + _inv_softplus(1.0 - self.min_slope))
-        w = jax.nn.softplus(raw[:, 1 : k + 1] + _inv_softplus(_INIT_TOTAL_WEIGHT / k))
-        a = jax.nn.softplus(raw[:, k + 1 : 2 * k + 1] + _inv_softplus(1.0))
+        c = self.min_slope + (1.0 - self.min_slope) * bounded_exp(raw[:, 0], _LOG_BOUND_WEIGHT)
+        w = (_INIT_TOTAL_WEIGHT / k) * bounded_exp(raw[:, 1 : k + 1], _LOG_BOUND_WEIGHT)
+        a = bounded_exp(raw[:, k + 1 : 2 * k + 1], _LOG_BOUND_STEEPNESS)
         offsets = np.linspace(-_INIT_OFFSET_SPAN, _INIT_OFFSET_SPAN, k) if k > 1 else np.zeros(1)
         b = raw[:, 2 * k + 1 :] + offsets.astype(np.float32)
         return c, w, a, b
