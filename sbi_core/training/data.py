@@ -118,18 +118,21 @@ class StreamingData:
             )
 
     def batches(
-        self, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, prefetch: int = 2
+        self, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, prefetch: int = 2,
+        place: Callable[[Any], Any] | None = None,
     ) -> Iterator[tuple[Any, PyTree]]:
         """Yield prepared ``(parameters, observations)`` batches on the default device.
 
         Reading, preparing and transferring run ``prefetch`` batches ahead in a background
-        thread, so store I/O overlaps the compiled steps (0 = no thread).
+        thread, so store I/O overlaps the compiled steps (0 = no thread). ``place`` replaces the
+        default ``jax.device_put`` (data-parallel training places batches sharded).
         """
+        put = jax.device_put if place is None else place
         def produce() -> Iterator[tuple[Any, PyTree]]:
             for batch in self.store.iter_batches(
                 self.split, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last
             ):
-                yield jax.device_put(self.prepare(batch.parameters, batch.observations))
+                yield put(self.prepare(batch.parameters, batch.observations))
 
         return prefetched(produce(), prefetch) if prefetch > 0 else produce()
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from sbi_core.training.data_parallel import constrain_batch
 from sbi_core.training.layout import assemble
 
 PyTree = Any
@@ -132,6 +133,7 @@ def train_epoch(
     opt_state: optax.OptState,
     counters: StepCounters,
     key: PRNGKeyArray,
+    batch_sharding: Any = None,
 ) -> tuple[PyTree, optax.OptState, StepCounters, Float[Array, ""]]:
     """Run one epoch of ``train_step`` inside one ``lax.scan`` (jit this, see ``EpochKernels``).
 
@@ -146,6 +148,8 @@ def train_epoch(
         opt_state: Optimiser state (donated).
         counters: Non-finite step counters.
         key: The epoch's PRNG key (shuffling and per-step loss keys).
+        batch_sharding: Data-parallel training: each gathered batch is constrained to this
+            ``NamedSharding`` (batch axis split over the devices; see ``data_parallel``).
 
     Returns:
         ``(params, opt_state, counters, mean_train_loss)``.
@@ -157,7 +161,7 @@ def train_epoch(
 
     def body(carry, xs):
         batch_indices, step_key_i = xs
-        batch = jax.tree.map(lambda leaf: leaf[batch_indices], data)
+        batch = constrain_batch(jax.tree.map(lambda leaf: leaf[batch_indices], data), batch_sharding)
         *carry, loss, ok = train_step(loss_fn, optimizer, static, *carry, batch, step_key_i)
         return tuple(carry), (loss, ok)
 
@@ -213,12 +217,14 @@ class EpochKernels:
         batch_size: int,
         steps: int,
         eval_chunk_size: int,
+        batch_sharding: Any = None,
     ) -> None:
         # Donate params/opt-state/counters/key: XLA updates them in place; the first argument
         # (data + static model) is reused every epoch and must not be donated.
         donate = "all-except-first"
         self.epoch = eqx.filter_jit(
-            _bind(train_epoch, loss_fn, optimizer, batch_size, steps), donate=donate
+            _bind(train_epoch, loss_fn, optimizer, batch_size, steps, batch_sharding=batch_sharding),
+            donate=donate,
         )
         self.step = eqx.filter_jit(_bind(_batch_step, loss_fn, optimizer), donate=donate)
         self.evaluate = eqx.filter_jit(_bind(evaluate, eval_fn, eval_chunk_size))
@@ -256,11 +262,11 @@ def _evaluate_batch(eval_fn: EvalFn, static: PyTree, params: PyTree, batch: tupl
     return eval_fn(assemble(params, static), batch[0], batch[1])
 
 
-def _bind(fn: Callable, *bound: Any) -> Callable:
+def _bind(fn: Callable, *bound: Any, **bound_keywords: Any) -> Callable:
     """``functools.partial`` that keeps the name for readable compile logs."""
 
     def bound_fn(*args: Any) -> Any:
-        return fn(*bound, *args)
+        return fn(*bound, *args, **bound_keywords)
 
     bound_fn.__name__ = fn.__name__
     return bound_fn

@@ -30,6 +30,7 @@ from sbi_core.configs import (
     check_positive_int,
     check_real,
 )
+from sbi_core.training import data_parallel as dp
 from sbi_core.training.data import InMemoryData, StreamingData
 from sbi_core.training.layout import assemble_compiled, layout_name, split_model
 from sbi_core.training.optimizer import build_optimizer, learning_rates_at
@@ -61,6 +62,7 @@ class _Setup:
     train: tuple | StreamingData
     validation: tuple | StreamingData
     signature: dict
+    mesh: Any = None  # a 1-D jax.sharding.Mesh when training data-parallel
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,10 @@ class SBITrainer:
             consecutive optimiser steps than this are skipped as non-finite.
         max_nonfinite_fraction: ... or when more than this fraction of an epoch's steps is.
         eval_chunk_size: Samples per chunk of the compiled validation pass.
+        data_parallel: ``True``: shard every batch across all JAX devices (weights replicated,
+            see :mod:`sbi_core.training.data_parallel`); ``"auto"``: only when there are at
+            least two devices; a 1-D ``jax.sharding.Mesh``: over its devices; ``False``
+            (default): one device. The batch size must be a multiple of the device count.
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class SBITrainer:
         max_consecutive_nonfinite_steps: int = 25,
         max_nonfinite_fraction: float = 0.5,
         eval_chunk_size: int = 4096,
+        data_parallel: dp.DataParallel | Any = False,
     ) -> None:
         check_positive_int("SBITrainer", "seed", seed, minimum=0)
         check_positive_int("SBITrainer", "max_consecutive_nonfinite_steps",
@@ -110,6 +117,9 @@ class SBITrainer:
         self.max_consecutive_nonfinite_steps = max_consecutive_nonfinite_steps
         self.max_nonfinite_fraction = max_nonfinite_fraction
         self.eval_chunk_size = eval_chunk_size
+        if not (isinstance(data_parallel, (bool, dp.Mesh)) or data_parallel == "auto"):
+            raise ValueError(f"SBITrainer: data_parallel must be True, False, 'auto' or a jax.sharding.Mesh, got {data_parallel!r}")
+        self.data_parallel = data_parallel
 
     def fit(
         self,
@@ -167,7 +177,11 @@ class SBITrainer:
             raise ValueError(
                 f"train_data has {num_train} samples; at least one full batch is needed"
             )
+        mesh = dp.resolve_mesh(self.data_parallel)
+        if mesh is not None:
+            dp.check_batch_size(mesh, batch_size)
         key = (train_loss, eval_loss, self.optimization, batch_size, steps, self.eval_chunk_size)
+        key += (mesh,) if mesh is not None else ()
         try:
             hash(key)
         except TypeError:  # e.g. a loss that is an equinox Module holding arrays: not cacheable
@@ -175,11 +189,13 @@ class SBITrainer:
         else:
             kernels, optimizer, learning_rates = _compiled_kernels(*key)
         initial_params, static = split_model(model)
+        if mesh is not None:
+            initial_params = dp.replicate(initial_params, mesh)
         return _Setup(
             initial_params=initial_params, static=static, kernels=kernels, optimizer=optimizer,
             batch_size=batch_size, steps_per_epoch=steps, learning_rates=learning_rates,
-            train=_to_device(train_data), validation=_to_device(validation_data),
-            signature=self._signature(batch_size, steps, layout_name(static)),
+            train=_to_device(train_data, mesh), validation=_to_device(validation_data, mesh),
+            signature=self._signature(batch_size, steps, layout_name(static)), mesh=mesh,
         )
 
     def _signature(self, batch_size: int, steps: int, layout: str) -> dict[str, Any]:
@@ -265,7 +281,9 @@ class SBITrainer:
     def _stream_train_pass(self, setup, state, counters, key) -> tuple[float, StepCounters]:
         shuffle_key, step_key = jax.random.split(key)
         seed = int(jax.random.randint(shuffle_key, (), 0, np.iinfo(np.int32).max))
-        batches = setup.train.batches(setup.batch_size, shuffle=True, seed=seed, drop_last=True)
+        place = None if setup.mesh is None else functools.partial(dp.put_global_batch, mesh=setup.mesh)
+        batches = setup.train.batches(setup.batch_size, shuffle=True, seed=seed, drop_last=True,
+                                      place=place)
         total, applied = 0.0, 0
         for i, batch in enumerate(batches):
             state.params, state.opt_state, counters, loss, ok = setup.kernels.step(
@@ -281,8 +299,9 @@ class SBITrainer:
         if not isinstance(setup.validation, StreamingData):
             return float(setup.kernels.evaluate((setup.validation, setup.static), params))
         total, count = 0.0, 0
+        place = None if setup.mesh is None else functools.partial(dp.replicate, mesh=setup.mesh)
         batches = setup.validation.batches(self.eval_chunk_size, shuffle=False, seed=0,
-                                           drop_last=False)
+                                           drop_last=False, place=place)
         for batch in batches:
             size = int(np.shape(batch[0])[0])
             total = total + setup.kernels.evaluate_batch(setup.static, params, batch) * size
@@ -357,6 +376,7 @@ def _compiled_kernels(
     batch_size: int,
     steps: int,
     eval_chunk_size: int,
+    mesh: Any = None,
 ) -> tuple[EpochKernels, Any, tuple[float, ...]]:
     """Kernels shared by fits with the same losses and settings (resume, sweeps, tests).
 
@@ -364,7 +384,9 @@ def _compiled_kernels(
     loss closure or config simply misses the cache and compiles.
     """
     optimizer, schedule = build_optimizer(optimization, steps)
-    kernels = EpochKernels(train_loss, eval_loss, optimizer, batch_size, steps, eval_chunk_size)
+    sharding = None if mesh is None else dp.batch_sharding(mesh)
+    kernels = EpochKernels(train_loss, eval_loss, optimizer, batch_size, steps, eval_chunk_size,
+                           batch_sharding=sharding)
     # The rate at the first step of every epoch, for the history.
     rates = learning_rates_at(schedule, [e * steps for e in range(optimization.num_epochs)])
     return kernels, optimizer, tuple(rates)
@@ -383,9 +405,12 @@ def _num_samples(data: InMemoryData | StreamingData) -> int:
     return len(data.store.split_indices(data.split))
 
 
-def _to_device(data: InMemoryData | StreamingData) -> tuple | StreamingData:
+def _to_device(data: InMemoryData | StreamingData, mesh: Any = None) -> tuple | StreamingData:
     # In-memory splits go to the device once per fit; epochs then only move indices.
-    return data.on_device() if isinstance(data, InMemoryData) else data
+    # Data-parallel: replicated on every device; each device gathers its shard of each batch.
+    if not isinstance(data, InMemoryData):
+        return data
+    return data.on_device() if mesh is None else dp.replicate((data.parameters, data.observations), mesh)
 
 
 def _check_signature(stored: dict, current: dict, directory: str | None) -> None:
