@@ -69,7 +69,8 @@ def space_for(store: Any) -> str:
 def fm_options(args: argparse.Namespace, space: str = "unconstrained") -> dict[str, Any]:
     return dict(embedding_dim=64, parameter_space=space, hidden_dim=args.hidden_dim, num_velocity_layers=args.layers,
                 num_epochs=args.epochs, batch_size=256, learning_rate=1e-3, use_cosine_schedule=True,
-                early_stopping_patience=args.patience, progress=False)
+                early_stopping_patience=args.patience, progress=False,
+                time_prior_exponent=args.time_prior_exponent, sigma_min=args.sigma_min)
 
 
 def timed(fn, *a, **k) -> tuple[Any, float]:
@@ -191,11 +192,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", nargs="*", default=["gaussian_linear", "two_moons"])
     p.add_argument("--num-simulations", type=int, default=10_000)
     p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--patience", type=int, default=15)
+    p.add_argument("--patience", type=int, default=15, help="early-stopping patience; 0 disables it")
     p.add_argument("--hidden-dim", type=int, default=128)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--num-observations", type=int, default=5)
     p.add_argument("--num-samples", type=int, default=2000)
+    p.add_argument("--time-prior-exponent", type=float, default=0.0)
+    p.add_argument("--sigma-min", type=float, default=0.0)
     p.add_argument("--no-spline-baseline", dest="spline_baseline", action="store_false")
     p.add_argument("--exo", action="store_true", help="also run the exo_transmission importance sampling")
     p.add_argument("--exo-simulations", type=int, default=10_000)
@@ -204,6 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny settings to smoke-test the script")
     p.add_argument("--output", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    args.patience = args.patience or None
     if args.quick:
         args.num_simulations, args.epochs, args.num_observations, args.num_samples = 500, 2, 1, 200
         args.exo_simulations, args.num_is_observations, args.num_is_samples = 300, 2, 100
