@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "validate",
     "train",
     "sample",
+    "pipeline",
+    "serve",
 )
 
 for _name in COMMAND_MODULES:

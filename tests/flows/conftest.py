@@ -28,15 +28,24 @@ def _quiet() -> None:
 def prefect_harness(tmp_path_factory):
     """Prefect's test harness with its own PREFECT_HOME (results, cache records, the API DB)."""
     home = tmp_path_factory.mktemp("prefect-home")
+    saved = {k: os.environ.get(k) for k in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH")}
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(home / "storage")
     from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     _quiet()
-    with temporary_settings({PREFECT_HOME: str(home), PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}):
-        with prefect_test_harness(server_startup_timeout=240):
-            yield home
+    try:
+        with temporary_settings({PREFECT_HOME: str(home), PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}):
+            # 2 shared cores: the temporary server needs far more than the default 30 s to start.
+            with prefect_test_harness(server_startup_timeout=240):
+                yield home
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

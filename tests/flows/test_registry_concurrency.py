@@ -8,13 +8,12 @@ import pytest
 
 from flows.options import PromotionRule
 from flows.registry import CHAMPION, alias_version, promote, version_tags
-from flows.tracking import MlflowService
 
 pytestmark = pytest.mark.integration
 
 
-def test_two_concurrent_promotions_end_with_the_better_champion(tmp_path):
-    service = MlflowService.create(None, tmp_path, "concurrency")
+def test_two_concurrent_promotions_end_with_the_better_champion(service, tmp_path):
+    # The session's registry (already migrated: a fresh sqlite DB costs ~15 s of migrations).
     client = service.client()
     name = "concurrent"
     client.create_registered_model(name)
