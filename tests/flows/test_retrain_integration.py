@@ -135,3 +135,20 @@ def test_pipeline_command_exit_codes(first_run, tiny_store, broken_store, data_d
     assert usage.exit_code == 2 and "exactly one" in usage.output
     unknown = runner.invoke(app, ["pipeline", "--store", str(tiny_store), "--set", "num_epoch=3"])
     assert unknown.exit_code == 2 and "num_epoch" in unknown.output
+
+
+def test_simulate_dataset_writes_a_store_and_emits_the_event(prefect_harness, tmp_path):
+    from unittest import mock
+
+    from flows import retrain as retrain_module
+    from flows.options import SimulateOptions
+    from sbi_core.dataset import open_store
+
+    with mock.patch.object(retrain_module, "emit_event", wraps=retrain_module.emit_event) as emitted:
+        outcome = retrain_module.simulate_dataset(
+            SimulateOptions(task="two_moons", num_simulations=64, output=tmp_path / "tm.zarr", seed=1))
+    assert open_store(outcome["store"]).fingerprint == outcome["fingerprint"]
+    kwargs = emitted.call_args.kwargs
+    assert kwargs["event"] == "sbi.dataset.updated"
+    assert kwargs["payload"]["store"] == outcome["store"]
+    assert kwargs["resource"]["prefect.resource.id"].startswith("sbi.store.")
