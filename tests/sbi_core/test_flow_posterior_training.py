@@ -71,7 +71,7 @@ def test_elbo_objective_trains_with_injected_likelihood(gl_store):
     from sbi_core.posterior_metadata import parameter_transform_from_payloads
 
     post = ConditionalFlowPosterior(parameter_dim=2, parameter_space="cube", training_objective="elbo",
-                                    flow_family="affine", num_epochs=3, batch_size=32, learning_rate=3e-3, **TINY)
+                                    flow_family="affine", num_epochs=12, batch_size=32, learning_rate=3e-3, **TINY)
     transform = parameter_transform_from_payloads([{"kind": "normal", "loc": 0.0, "scale": math.sqrt(0.1)}] * 2)
 
     def log_likelihood(theta_cube, observations):
@@ -82,7 +82,7 @@ def test_elbo_objective_trains_with_injected_likelihood(gl_store):
         post.fit(gl_store)
     artifacts = post.fit(gl_store, elbo_log_likelihood_fn=log_likelihood, elbo_num_samples=2)
     history = artifacts.history["validation_loss"]
-    assert all(math.isfinite(v) for v in history) and history[-1] < history[0]
+    assert all(math.isfinite(v) for v in history) and min(history) < history[0] - 0.3
 
 
 @pytest.mark.slow
