@@ -124,12 +124,27 @@ class MaskedMLP(eqx.Module):
         sizes = [dim + context_dim] + [hidden_dim] * depth + [dim * outputs_per_dim]
         self.weights, self.biases = _init_layers(key, sizes)
 
+    def _masks(self) -> tuple[np.ndarray, ...]:
+        return made_masks(self.dim, self.context_dim, self.hidden_dim, self.depth,
+                          self.outputs_per_dim)
+
+    def features(self, x: Float[Array, " dim"], context: Float[Array, " context_dim"]
+                 ) -> Float[Array, " hidden_dim"]:
+        """Last hidden layer (input to the output head)."""
+        h = jnp.concatenate([x, context])
+        for weight, bias, mask in zip(self.weights[:-1], self.biases[:-1], self._masks()[:-1]):
+            h = jax.nn.relu((weight * mask) @ h + bias)
+        return h
+
+    def head(self, h: Float[Array, " hidden_dim"], index: Array) -> Float[Array, " outputs_per_dim"]:
+        """Outputs of coordinate ``index`` only: the sequential inverse needs one coordinate per
+        pass, and slicing the output layer makes that pass several times cheaper."""
+        p = self.outputs_per_dim
+        weight = jax.lax.dynamic_slice_in_dim(self.weights[-1], index * p, p)
+        mask = jax.lax.dynamic_slice_in_dim(jnp.asarray(self._masks()[-1]), index * p, p)
+        return (weight * mask) @ h + jax.lax.dynamic_slice_in_dim(self.biases[-1], index * p, p)
+
     def __call__(self, x: Float[Array, " dim"], context: Float[Array, " context_dim"]
                  ) -> Float[Array, "dim outputs_per_dim"]:
-        masks = made_masks(self.dim, self.context_dim, self.hidden_dim, self.depth,
-                           self.outputs_per_dim)
-        h = jnp.concatenate([x, context])
-        for weight, bias, mask in zip(self.weights[:-1], self.biases[:-1], masks[:-1]):
-            h = jax.nn.relu((weight * mask) @ h + bias)
-        out = (self.weights[-1] * masks[-1]) @ h + self.biases[-1]
+        out = (self.weights[-1] * self._masks()[-1]) @ self.features(x, context) + self.biases[-1]
         return out.reshape(self.dim, self.outputs_per_dim)

@@ -77,13 +77,16 @@ class NeuralAutoregressive(AbstractBijection):
 
     def _transformer(self, x, context):
         """Positive transformer weights ``(c, w, a, b)`` for every coordinate."""
+        return self._weights(self.made(x, context))
+
+    def _weights(self, raw):
+        """Map raw MADE outputs ``(..., 1 + 3K)`` to ``c (...,)``, ``w, a, b (..., K)``."""
         k = self.transform_units
-        raw = self.made(x, context)
-        c = self.min_slope + (1.0 - self.min_slope) * bounded_exp(raw[:, 0], _LOG_BOUND_WEIGHT)
-        w = (_INIT_TOTAL_WEIGHT / k) * bounded_exp(raw[:, 1 : k + 1], _LOG_BOUND_WEIGHT)
-        a = bounded_exp(raw[:, k + 1 : 2 * k + 1], _LOG_BOUND_STEEPNESS)
+        c = self.min_slope + (1.0 - self.min_slope) * bounded_exp(raw[..., 0], _LOG_BOUND_WEIGHT)
+        w = (_INIT_TOTAL_WEIGHT / k) * bounded_exp(raw[..., 1 : k + 1], _LOG_BOUND_WEIGHT)
+        a = bounded_exp(raw[..., k + 1 : 2 * k + 1], _LOG_BOUND_STEEPNESS)
         offsets = np.linspace(-_INIT_OFFSET_SPAN, _INIT_OFFSET_SPAN, k) if k > 1 else np.zeros(1)
-        b = raw[:, 2 * k + 1 :] + offsets.astype(np.float32)
+        b = raw[..., 2 * k + 1 :] + offsets.astype(np.float32)
         return c, w, a, b
 
     def _monotone(self, x, c, w, a, b):
@@ -120,9 +123,8 @@ class NeuralAutoregressive(AbstractBijection):
     def inverse(self, z: Float[Array, " dim"], context: Float[Array, " context_dim"]):
         def one_pass(i, x):
             # Coordinate i depends only on x[:i], which earlier passes already fixed.
-            c, w, a, b = self._transformer(x, context)
-            root = self._solve(z[i], c[i], w[i], a[i], b[i])
-            return x.at[i].set(root)
+            raw = self.made.head(self.made.features(x, context), i)
+            return x.at[i].set(self._solve(z[i], *self._weights(raw)))
 
         x = jax.lax.fori_loop(0, self.dim, one_pass, jnp.zeros_like(z))
         _, slope = self._monotone(x, *self._transformer(x, context))
