@@ -92,3 +92,13 @@ def test_streaming_path_when_the_split_does_not_fit(gl_store):
     artifacts = post.fit(store)
     assert artifacts.metadata["in_memory"] is False
     assert all(math.isfinite(v) for v in artifacts.history["validation_loss"])
+
+
+@pytest.mark.slow
+def test_checkpoint_resume_through_the_posterior(gl_store, tmp_path):
+    options = dict(parameter_dim=2, flow_family="affine", num_epochs=4, batch_size=64,
+                   checkpoint_directory=str(tmp_path / "ckpt"), checkpoint_backend="equinox", **TINY)
+    full = ConditionalFlowPosterior(**options).fit(gl_store)
+    resumed = ConditionalFlowPosterior(**options, resume_from_checkpoint=True).fit(gl_store)
+    assert resumed.metadata["resumed_from_epoch"] == 4
+    assert resumed.validation_metrics["validation_loss"] == pytest.approx(full.validation_metrics["validation_loss"])
