@@ -48,3 +48,24 @@ def test_two_concurrent_promotions_end_with_the_better_champion(service, tmp_pat
             assert decisions["2"].champion_version == "3"
     tags = client.get_model_version(name, "3").tags
     assert tags["promotion.decision"] == "champion" and "0.8000" in tags["promotion.reason"]
+
+
+def test_a_crash_between_register_and_promote_leaves_aliases_consistent(service, tmp_path):
+    """A version registered but never promoted (process killed) is ignored by the skip check."""
+    from flows.registry import CHALLENGER, find_version, register_version
+
+    client = service.client()
+    name = "crashy"
+    client.create_registered_model(name)
+    metrics = {"heldout_nll": 1.0, "calibration_error": 0.05}
+    first = client.create_model_version(name, source=(tmp_path / "m1").as_uri(),
+                                        tags=version_tags("a" * 64, "c" * 64, metrics))
+    promote(service, name, str(first.version), metrics, PromotionRule(), tmp_path)
+    orphan = register_version(service, (tmp_path / "m2").as_uri(), name,
+                              version_tags("b" * 64, "c" * 64, metrics))
+    # ... the process dies here, before promote(): the registry must still be consistent.
+    assert str(alias_version(client, name, CHAMPION).version) == str(first.version)
+    assert str(alias_version(client, name, CHALLENGER).version) == str(first.version)
+    assert find_version(service, name, "b" * 64, "c" * 64) is None  # the next retrain registers again
+    assert str(find_version(service, name, "a" * 64, "c" * 64).version) == str(first.version)
+    assert str(orphan.version) == "2"

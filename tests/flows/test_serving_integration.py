@@ -112,6 +112,42 @@ def test_bad_requests_get_a_readable_4xx_and_the_server_stays_up(server, body, e
     assert status == 200, text
 
 
+def test_eight_concurrent_clients(server):
+    """8 loopback clients x 10 requests: no failures, latency percentiles, bounded server memory."""
+    import concurrent.futures
+
+    import numpy as np
+    import psutil
+
+    port = int(server.rsplit(":", 1)[1])
+    serving = [c for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
+               and c.status == psutil.CONN_LISTEN and c.pid]
+    process = psutil.Process(serving[0].pid) if serving else None
+    body = json.dumps({"inputs": [{"x": [0.1, -0.2]}, {"x": [0.0, 0.4]}], "params": {"num_samples": 100}})
+    _post(server + "/invocations", body)  # compile this request's shapes once
+
+    def client(i: int) -> list[tuple[int, float]]:
+        out = []
+        for _ in range(10):
+            start = time.perf_counter()
+            status, _ = _post(server + "/invocations", body)
+            out.append((status, time.perf_counter() - start))
+        return out
+
+    rss_before = process.memory_info().rss if process else None
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = [r for chunk in pool.map(client, range(8)) for r in chunk]
+    statuses = [s for s, _ in results]
+    latencies = np.array([t for _, t in results]) * 1000
+    print(f"\n80 requests, 8 clients: p50 {np.percentile(latencies, 50):.0f} ms, "
+          f"p95 {np.percentile(latencies, 95):.0f} ms, p99 {np.percentile(latencies, 99):.0f} ms")
+    assert statuses.count(200) == 80, statuses
+    if process is not None:
+        growth = process.memory_info().rss - rss_before
+        print(f"server RSS growth over the run: {growth / 2**20:.1f} MiB")
+        assert growth < 200 * 2**20
+
+
 def test_a_saved_posterior_directory_is_wrapped_once(first_run, data_dir):
     from sbi_ops.commands.serve import resolve_model, server_command
 
