@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-#: float32 runs whose batch means are reduced in a different order (per device, then across).
-RTOL, ATOL = 2e-4, 1e-6
+#: float32 runs whose batch means are reduced in a different order (per device, then across);
+#: measured max relative difference over 4 epochs: 2.8e-7 (in-memory and streamed).
+RTOL, ATOL = 1e-5, 1e-7
 
 CHILD = textwrap.dedent("""
     import json
