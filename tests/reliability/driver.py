@@ -3,8 +3,8 @@
     python -m tests.reliability.driver ROOT KILL_AT SCENARIO ARGS...
 
 ``ROOT`` is the path whose file-system mutations are counted (see :mod:`faults`); the process
-SIGKILLs itself at mutation number ``KILL_AT`` (0 = never). It prints ``EVENTS <n>`` when the
-scenario finishes without being killed.
+SIGKILLs itself at mutation number ``KILL_AT`` (0 = never), or right after the scenario if it made fewer mutations than that.
+It prints ``EVENTS <n>`` when the scenario finishes.
 
 Scenarios:
     simulate CLI_ARGS...               ``sbi-ops simulate CLI_ARGS``
@@ -15,6 +15,7 @@ Scenarios:
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -27,10 +28,7 @@ def main(argv: list[str]) -> int:
         from sbi_ops.cli import app
 
         faults.install(root, kill_at)
-        try:
-            app(["simulate", *args], standalone_mode=False)
-        finally:
-            pass
+        app(["simulate", *args], standalone_mode=False)
     elif scenario == "save":
         from sbi_core.posterior import ConditionalFlowPosterior
 
@@ -48,6 +46,9 @@ def main(argv: list[str]) -> int:
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     print(f"EVENTS {faults.count()}", flush=True)
+    if kill_at > faults.count():
+        # This run made fewer mutations than the counting run: the kill lands after the last one.
+        os.kill(os.getpid(), signal.SIGKILL)
     return 0
 
 

@@ -23,8 +23,6 @@ import pytest
 from sbi_core.persistence import PosteriorLoadError, file_sha256
 from sbi_core.posterior import ConditionalFlowPosterior
 from sbi_core.posterior_base import PersistentPosteriorEstimator
-from tests.reliability.models import untrained_posterior
-from tests.sbi_core.posterior_helpers import gaussian_linear_store
 
 WEIGHTS = "weights.eqx"
 # Counted in docs/reliability.md ("bad inputs tried"): keep in step with the parametrisations.
@@ -33,11 +31,8 @@ FLIPS = 8
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("saved")
-    store = gaussian_linear_store(base / "gl.zarr", n=64)
-    untrained_posterior(store).save(str(base / "model"))
-    return base / "model"
+def saved(saved_models) -> Path:
+    return saved_models["A"]
 
 
 @pytest.fixture

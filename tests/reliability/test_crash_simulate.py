@@ -23,7 +23,7 @@ from tests.reliability.helpers import counting, kill_points, run_many, was_kille
 
 runner = CliRunner()
 FAST_SEEDS = (0, 1, 2)
-SLOW_SEEDS = tuple(range(3, 15))
+SLOW_SEEDS = tuple(range(3, 9))
 
 
 def simulate_args(store, seed: int, overwrite: bool = False) -> list[str]:
@@ -110,7 +110,7 @@ def test_kill_9_during_simulate_then_resume_gives_identical_store(tmp_path, refe
 
 @pytest.mark.slow
 def test_kill_9_during_simulate_sweep(tmp_path, reference):
-    assert resume_trials(tmp_path, reference, SLOW_SEEDS) >= 8
+    assert resume_trials(tmp_path, reference, SLOW_SEEDS) >= 4
 
 
 def overwrite_trials(tmp_path, reference, points):
@@ -134,11 +134,11 @@ def overwrite_trials(tmp_path, reference, points):
 
 def test_kill_9_during_overwrite_keeps_old_or_new_store(tmp_path, reference):
     total = reference["overwrite_events"]
-    overwrite_trials(tmp_path, reference, kill_points(total, FAST_SEEDS))
+    overwrite_trials(tmp_path, reference, kill_points(total, FAST_SEEDS[:2]))
 
 
 @pytest.mark.slow
 def test_kill_9_during_overwrite_at_every_swap_step(tmp_path, reference):
-    """The last mutations of an overwrite are the swap (renames) and the removal of the old store."""
+    """The last five mutations of an overwrite: the swap (exchange + rename aside) and the removal of the old store."""
     total = reference["overwrite_events"]
-    overwrite_trials(tmp_path, reference, list(range(max(1, total - 6), total + 1)))
+    overwrite_trials(tmp_path, reference, list(range(max(1, total - 4), total + 1)))

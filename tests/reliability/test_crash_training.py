@@ -31,7 +31,7 @@ from tests.reliability.helpers import REPO, counting, kill_points, run_many, was
 EPOCHS = 6
 RTOL = 1e-6
 FAST_SEEDS = (0, 1, 2)
-SLOW_SEEDS = tuple(range(3, 11))
+SLOW_SEEDS = tuple(range(3, 8))
 _STEP = re.compile(r"^(ckpt_\d{8}|\d+)$")
 HALF_PRUNED: list[str] = []
 
@@ -98,7 +98,7 @@ def test_kill_9_during_training_then_resume_equinox(tmp_path, reference):
 
 @pytest.mark.slow
 def test_kill_9_during_training_sweep_equinox(tmp_path, reference):
-    assert equinox_trials(tmp_path, reference, SLOW_SEEDS) >= 5
+    assert equinox_trials(tmp_path, reference, SLOW_SEEDS) >= 3
 
 
 def _timed_kill(directory, seed: int) -> None:
@@ -122,7 +122,7 @@ def _timed_kill(directory, seed: int) -> None:
 
 @pytest.mark.slow
 def test_kill_9_during_training_orbax_async(tmp_path, reference):
-    for seed in (0, 1, 2):
+    for seed in (0, 1):
         directory = tmp_path / f"orbax{seed}"
         _timed_kill(directory, seed)
         check_after_kill(directory, "orbax", reference["result"], tmp_path)

@@ -28,8 +28,6 @@ from sbi_core.observation import ObservationBlock
 from sbi_core.posterior import ConditionalFlowPosterior
 from tests.reliability import training_toy
 from tests.reliability.helpers import REPO
-from tests.reliability.models import untrained_posterior
-from tests.sbi_core.posterior_helpers import gaussian_linear_store
 
 FORBIDDEN_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "marshal", "shelve", "copyreg"}
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
@@ -81,11 +79,8 @@ def no_unpickling(monkeypatch):
     return patch_unpickling(monkeypatch)
 
 
-def test_load_and_sample_never_unpickle(tmp_path, no_unpickling):
-    store = gaussian_linear_store(tmp_path / "gl.zarr", n=64)
-    untrained_posterior(store).save(str(tmp_path / "model"))
-    no_unpickling.clear()
-    loaded = ConditionalFlowPosterior.load(str(tmp_path / "model"))
+def test_load_and_sample_never_unpickle(saved_models, no_unpickling):
+    loaded = ConditionalFlowPosterior.load(str(saved_models["A"]))
     assert no_unpickling and not any(no_unpickling)  # weights were read, all with allow_pickle=False
     encoded = loaded.encode_observation([ObservationBlock(name="x", modality="auxiliary", values=np.array([0.1, -0.2]))])
     draws = loaded.to_physical(loaded.sample_posterior(encoded, n_samples=16, seed=0))

@@ -28,7 +28,6 @@ from sbi_core.training import InMemoryData, SBITrainer, TrainingDivergedError
 from sbi_core.configs import CheckpointConfig, EarlyStoppingConfig
 from tests.reliability import training_toy
 from tests.reliability.models import untrained_posterior
-from tests.sbi_core.posterior_helpers import gaussian_linear_store
 
 EPOCHS = 4
 # Counted in docs/reliability.md: poisoned samples, broken runs, non-finite weights, observations.
@@ -120,12 +119,8 @@ def test_divergence_limit_on_consecutive_steps():
 
 
 @pytest.fixture(scope="module")
-def posterior_and_old(tmp_path_factory):
-    base = tmp_path_factory.mktemp("nonfinite")
-    store = gaussian_linear_store(base / "gl.zarr", n=64)
-    posterior = untrained_posterior(store)
-    posterior.save(str(base / "old"))
-    return posterior, base / "old"
+def posterior_and_old(saved_models):
+    return saved_models["A_posterior"], saved_models["A"]
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
