@@ -18,9 +18,9 @@ is larger than the memory budget (target: flat)".
 
 Scratch stores go to ``benchmarks/.work/input-pipeline/`` (git-ignored). Results:
 ``benchmarks/results-input-pipeline.json``. ``--quick`` runs tiny sizes (a smoke test: its
-numbers mean nothing). Timings on a loaded 2-core machine are noisy; compare the ratio.
+numbers mean nothing); ``--mode medium`` is a few minutes on 2 cores. Timings on a loaded 2-core machine are noisy; compare the ratio.
 
-    python -m benchmarks.bench_input_pipeline [--quick] [--output FILE]
+    python -m benchmarks.bench_input_pipeline [--quick | --mode quick|medium|full] [--output FILE]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ ROW_BYTES = 4 * (P + 2 * L)  # float32 parameters + values + uncertainties
 
 SETTINGS = {
     "quick": {"n_train_store": 4096, "epochs": 3, "batch_size": 128, "budget_mb": 2, "rss_sizes_mb": [4, 8, 16], "rss_budget_mb": 2},
+    "medium": {"n_train_store": 16384, "epochs": 4, "batch_size": 256, "budget_mb": 8, "rss_sizes_mb": [16, 32, 64, 128], "rss_budget_mb": 8},
     "full": {"n_train_store": 65536, "epochs": 6, "batch_size": 256, "budget_mb": 16, "rss_sizes_mb": [64, 128, 256, 512], "rss_budget_mb": 32},
 }
 
@@ -213,13 +214,14 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, numbers mean nothing")
+    parser.add_argument("--mode", choices=sorted(SETTINGS), default=None, help="sizes (default full; --quick = quick)")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results-input-pipeline.json"))
     parser.add_argument("--rss-child", nargs=3, metavar=("STORE", "BUDGET", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
         print(json.dumps(rss_child(args.rss_child[0], int(args.rss_child[1]), int(args.rss_child[2]))))
         return 0
-    mode = "quick" if args.quick else "full"
+    mode = args.mode or ("quick" if args.quick else "full")
     settings = SETTINGS[mode]
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.time()

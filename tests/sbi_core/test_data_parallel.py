@@ -111,6 +111,9 @@ def test_resolve_mesh_options():
     mesh = resolve_mesh(True)
     assert mesh.axis_names == ("data",) and mesh.devices.size >= 1
     assert resolve_mesh(mesh) is mesh
+    import jax
+
+    assert (resolve_mesh("auto") is None) == (jax.device_count() == 1)
     with pytest.raises(ValueError, match="data_parallel must be"):
         resolve_mesh("always")
     with pytest.raises(ValueError, match="data_parallel must be"):
