@@ -146,10 +146,15 @@ def reference_samples(task_name: str, files: dict[str, Path], k: int, n: int) ->
 
 def score_c2st(samples: np.ndarray, reference: np.ndarray, settings: dict[str, Any]) -> dict[str, Any]:
     """sbibm-style C2ST per observation and its mean."""
+    from threadpoolctl import threadpool_limits
+
     from sbi_core.benchmark.metrics import c2st
 
-    values = [c2st(samples[i], reference[i], seed=i, max_samples=settings["c2st_max_samples"])
-              for i in range(reference.shape[0])]
+    # One BLAS thread: the classifier's matrices are small, and multi-threaded BLAS on a busy
+    # 2-core machine was 5-10x slower (threads spinning against each other).
+    with threadpool_limits(limits=1):
+        values = [c2st(samples[i], reference[i], seed=i, max_samples=settings["c2st_max_samples"])
+                  for i in range(reference.shape[0])]
     return {"c2st": float(np.mean(values)), "c2st_per_observation": [float(v) for v in values]}
 
 

@@ -30,7 +30,7 @@ FULL = {"num_simulations": 10_000, "exo_simulations": 20_000, "num_test": 200, "
         "calibration_observations": 200, "calibration_samples": 1000, "repeats": 5, "peer": True,
         "peer_max_epochs": None, "warm_cache_rerun": True}
 QUICK = {**FULL, "num_simulations": 1_000, "exo_simulations": 2_000, "num_test": 100, "max_epochs": 3,
-         "num_samples": 500, "c2st_max_samples": 500, "batch_observations": 10, "calibration_observations": 50,
+         "num_samples": 500, "c2st_observations": 3, "c2st_max_samples": 300, "batch_observations": 10, "calibration_observations": 50,
          "calibration_samples": 200, "repeats": 2, "peer_max_epochs": 3}
 
 
@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes: smoke-test the harness")
     p.add_argument("--only", nargs="+", choices=SUITES, metavar="NAME", help=f"subset of {', '.join(SUITES)}")
     p.add_argument("--no-peer", dest="peer", action="store_false", help="skip the sbi peer (ours only)")
+    p.add_argument("--c2st-max-samples", type=int, default=None,
+                   help="classify at most this many draws per set (default: all 10,000 as in sbibm; slow)")
     p.add_argument("--output-json", type=Path, default=RESULTS_JSON)
     p.add_argument("--output-md", type=Path, default=RESULTS_MD)
     return p.parse_args(argv)
@@ -70,6 +72,8 @@ def run_suite(name: str, settings: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     settings = {**(QUICK if args.quick else FULL), "quick": args.quick, "peer": args.peer}
+    if args.c2st_max_samples is not None:
+        settings["c2st_max_samples"] = args.c2st_max_samples
     from benchmarks.bench_posteriors import RECIPE
 
     results: dict[str, Any] = {"machine": machine_info(), "settings": settings, "recipe": RECIPE, "suites": {}}
