@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "validate",
     "train",
     "sample",
+    "diagnose",
     "pipeline",
     "serve",
 )
