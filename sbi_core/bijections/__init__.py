@@ -2,7 +2,7 @@
 
 Convention: ``forward`` maps parameters to latent (density direction), ``inverse`` maps latent
 to parameters (sampling direction); both act on one sample and return ``(output, log|det J|)``.
-See ``docs/decisions-flows.md`` for why these are written here rather than imported.
+See ``docs/decisions.md (Flows are hand-written)`` for why these are written here rather than imported.
 """
 
 from sbi_core.bijections.affine_coupling import AffineCoupling

@@ -81,7 +81,7 @@ def sample_time(
     (Lipman et al. 2023); positive values put more weight near t = 1, where the
     field must resolve the narrow posterior. The FMPE paper writes this prior
     as "p(t) proportional to t^(1/(1+alpha))", the exponent of the sampling
-    transform; see docs/decisions-flow-matching.md.
+    transform; see docs/decisions.md (Time prior exponent).
 
     Args:
         key: PRNG key.
