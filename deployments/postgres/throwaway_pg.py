@@ -36,8 +36,9 @@ SUPERUSER = "sbi"
 
 def find_pg_bin() -> Path | None:
     """Directory of ``initdb``/``pg_ctl``: ``$PG_BIN``, then PATH, then the newest Debian install."""
-    if os.environ.get("PG_BIN"):
-        return Path(os.environ["PG_BIN"])
+    if os.environ.get("PG_BIN"):  # an explicit choice: used as given, or nothing
+        given = Path(os.environ["PG_BIN"])
+        return given if (given / "initdb").is_file() and (given / "pg_ctl").is_file() else None
     found = shutil.which("initdb")
     if found and shutil.which("pg_ctl"):
         return Path(found).resolve().parent
