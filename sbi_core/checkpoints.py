@@ -41,6 +41,7 @@ CHECKPOINT_FORMAT_VERSION = 1
 _EQX_STEP = re.compile(r"^ckpt_(\d{8})$")
 _ARRAYS_FILE = "arrays.eqx"
 _META_FILE = "meta.json"
+_PRUNED = ".pruned"
 
 
 class CheckpointError(RuntimeError):
@@ -189,8 +190,13 @@ class _OrbaxBackend:
         self._ocp = ocp
         # Retention by recency only: the best weights travel inside every checkpoint, so no
         # orbax best_fn/best_mode is needed (orbax's best_mode would default to 'max').
+        # Pruned steps are renamed into _PRUNED first and deleted there (orbax alone deletes them
+        # in place: a process killed mid-prune left a half-deleted step that looked committed).
+        self._pruned = directory.absolute() / _PRUNED
+        shutil.rmtree(self._pruned, ignore_errors=True)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True,
+            todelete_subdir=_PRUNED,
         )
         self._manager = ocp.CheckpointManager(
             directory.absolute(), options=options, item_names=("arrays", "meta")
@@ -203,6 +209,10 @@ class _OrbaxBackend:
     def save(self, step: int, arrays: dict, metadata: dict) -> None:
         ocp = self._ocp
         args = ocp.args.Composite(arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(metadata))
+        # orbax.save waits for the previous save anyway; waiting here first lets us empty the
+        # pruned-steps directory while no finalisation can be moving a step into it.
+        self._manager.wait_until_finished()
+        shutil.rmtree(self._pruned, ignore_errors=True)
         if not self._manager.save(step, args=args, force=True):
             raise CheckpointError(f"orbax refused to save checkpoint step {step}")
 
@@ -230,6 +240,7 @@ class _OrbaxBackend:
 
     def close(self) -> None:
         self._manager.close()
+        shutil.rmtree(self._pruned, ignore_errors=True)
 
 
 class Checkpointer:
