@@ -68,3 +68,13 @@ def test_simulate_chunks_refuses_another_task(tmp_path):
     with coordinator:
         with pytest.raises(ValueError, match="was not written by"):
             simulate_chunks(Other(), StoreWriter.attach(coordinator.path), [0])
+
+
+def test_interrupted_fan_out_resumes_with_a_serial_run(tmp_path):
+    reference = simulate_to_store(FakeTask(), N, tmp_path / "ref.zarr", seed=3, chunk_size=CHUNK, progress=False)
+    coordinator = create_simulation_store(FakeTask(), N, tmp_path / "s.zarr", seed=3, chunk_size=CHUNK)
+    with coordinator:  # a worker finished chunks 1 and 3, then the run died: lock released, store unfinished
+        simulate_chunks(FakeTask(), StoreWriter.attach(coordinator.path), [1, 3])
+    resumed = simulate_to_store(FakeTask(), N, tmp_path / "s.zarr", seed=3, chunk_size=CHUNK, progress=False)
+    assert resumed.fingerprint == reference.fingerprint
+    assert _tree_snapshot(tmp_path / "s.zarr") == _tree_snapshot(tmp_path / "ref.zarr")
