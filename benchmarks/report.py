@@ -73,6 +73,17 @@ SPEED_ROWS = (
 )
 
 
+def _cell(row: dict[str, Any], key: str) -> str:
+    """The value; sampling and log_prob times also as throughput (draws or evaluations per s)."""
+    value = row.get(key)
+    count = {"sample_single_seconds": row.get("num_samples"), "log_prob_seconds": row.get("num_samples"),
+             "sample_batched_seconds": (row.get("num_samples") or 0) * (row.get("num_batched_observations") or 0)}
+    n = count.get(key)
+    if n and value:
+        return f"{_f(value)} ({_f(n / value)}/s)"
+    return _f(value)
+
+
 def _accuracy_verdict(suite: dict[str, Any], ours: dict[str, Any], peer: dict[str, Any]) -> tuple[str, bool | None]:
     if suite["metric"] == "c2st":
         a, b = ours.get("c2st"), peer.get("c2st")
@@ -95,7 +106,8 @@ def speed_table(name: str, suite: dict[str, Any]) -> list[str]:
     lines += [f"n = {n} draws; batched = n draws for each of {b} observations.", "",
               "| measure | ours | sbi | ratio sbi/ours |", "|---|---|---|---|"]
     for label, key in SPEED_ROWS:
-        lines.append(f"| {label} | {_f(ours.get(key))} | {_f(peer.get(key))} | {_f(_ratio(peer.get(key), ours.get(key)))} |")
+        ratio = "" if key == "epochs" else _f(_ratio(peer.get(key), ours.get(key)))
+        lines.append(f"| {label} | {_cell(ours, key)} | {_cell(peer, key)} | {ratio} |")
     text, accurate = _accuracy_verdict(suite, ours, peer)
     fit_r, proc_r = _ratio(peer.get("fit_wall_s"), ours.get("fit_wall_s")), _ratio(peer.get("process_wall_s"), ours.get("process_wall_s"))
     samp_r = _ratio(peer.get("sample_batched_seconds"), ours.get("sample_batched_seconds"))

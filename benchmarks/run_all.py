@@ -23,6 +23,7 @@ from benchmarks.common import log, machine_info  # noqa: E402
 
 RESULTS_JSON = Path(__file__).with_name("results.json")
 RESULTS_MD = Path(__file__).with_name("results.md")
+QUICK_JSON, QUICK_MD = RESULTS_JSON.with_name("results-quick.json"), RESULTS_MD.with_name("results-quick.md")
 SUITES = ("gaussian_linear", "two_moons", "exo_transmission", "flow_matching")
 
 FULL = {"num_simulations": 10_000, "exo_simulations": 20_000, "num_test": 200, "max_epochs": 300,
@@ -72,6 +73,9 @@ def run_suite(name: str, settings: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     settings = {**(QUICK if args.quick else FULL), "quick": args.quick, "peer": args.peer}
+    if args.quick and args.output_json == RESULTS_JSON and args.output_md == RESULTS_MD:
+        # A smoke test never overwrites the real results.
+        args.output_json, args.output_md = QUICK_JSON, QUICK_MD
     if args.c2st_max_samples is not None:
         settings["c2st_max_samples"] = args.c2st_max_samples
     from benchmarks.bench_posteriors import RECIPE
