@@ -1,0 +1,43 @@
+"""Fast checks of the benchmark harness's pure parts (the suites themselves run via `make bench`)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from benchmarks.common import flatten_observations, median_time
+from benchmarks.report import render
+
+
+def test_flatten_observations_orders_values_then_uncertainties_per_block():
+    schema = SimpleNamespace(blocks=[SimpleNamespace(name="spectrum"), SimpleNamespace(name="photometry")])
+    obs = SimpleNamespace(values={"spectrum": np.ones((2, 3)), "photometry": 3 * np.ones((2, 1))},
+                          uncertainties={"spectrum": 2 * np.ones((2, 3))})
+    flat = flatten_observations(schema, obs)
+    assert flat.shape == (2, 7)
+    np.testing.assert_array_equal(flat[0], [1, 1, 1, 2, 2, 2, 3])
+
+
+def test_median_time_calls_warmup_plus_repeats():
+    calls = []
+    median_time(lambda: calls.append(1), repeats=3, warmup=1)
+    assert len(calls) == 4
+
+
+def _row(c2st, fit, sample):
+    return {"c2st": c2st, "fit_wall_s": fit, "process_wall_s": fit + 5, "epochs": 50, "seconds_per_epoch": 0.1,
+            "sample_single_seconds": sample, "sample_batched_seconds": 10 * sample, "log_prob_seconds": sample,
+            "peak_rss_mb": 500.0, "num_samples": 10_000, "num_batched_observations": 100}
+
+
+def test_render_states_targets_and_ratios():
+    results = {"machine": {"cpu_count": 2}, "settings": {"quick": False}, "recipe": {}, "suites": {
+        "two_moons": {"num_simulations": 10_000, "metric": "c2st",
+                      "rows": {"ours/spline": _row(0.52, 10.0, 0.01), "sbi/nsf": _row(0.53, 200.0, 1.0)}},
+        "exo_transmission": {"error": "RuntimeError('boom')"}}}
+    text = render(results)
+    assert "| two_moons | 10000 | ours/spline | 0.52 | **met** |" in text
+    assert "fit() wall 20x **met**" in text
+    assert "batched 100x **met**" in text
+    assert "exo_transmission: `RuntimeError('boom')`" in text
