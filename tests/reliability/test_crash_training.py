@@ -41,7 +41,6 @@ _STEP = re.compile(r"^(ckpt_\d{8}|\d+)$")
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    training_toy.use_compilation_cache()
     base = tmp_path_factory.mktemp("train-ref")
     with counting(base / "eqx") as faults:
         result = training_toy.fit(base / "eqx", backend="equinox", epochs=EPOCHS, resume=False)

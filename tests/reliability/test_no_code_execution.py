@@ -89,7 +89,6 @@ def test_load_and_sample_never_unpickle(saved_models, no_unpickling):
 
 @pytest.mark.parametrize("backend", ["equinox", "orbax"])
 def test_checkpoint_restore_never_unpickles(tmp_path, backend, monkeypatch):
-    training_toy.use_compilation_cache()
     first = training_toy.fit(tmp_path, backend=backend, epochs=2, resume=False)
     calls = patch_unpickling(monkeypatch)
     again = training_toy.fit(tmp_path, backend=backend, epochs=2, resume=True)  # restores, then finishes

@@ -69,11 +69,6 @@ def finite_weights(model) -> bool:
     return all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache():
-    training_toy.use_compilation_cache()
-
-
 @pytest.mark.parametrize("kind", sorted(POISONS))
 def test_nonfinite_batch_is_skipped_and_counted(kind):
     """One poisoned sample spoils exactly one batch per epoch (4 batches of 30, none dropped)."""

@@ -23,6 +23,7 @@ CACHE = Path(os.environ.get("SBI_RELIABILITY_XLA_CACHE", Path(tempfile.gettempdi
 
 
 def use_compilation_cache() -> None:
+    """For the killed subprocesses only (it changes process-wide JAX settings)."""
     from sbi_core.training import enable_compilation_cache
 
     enable_compilation_cache(CACHE, min_compile_time_s=0.0)
