@@ -91,7 +91,7 @@ def run_ours(plan: TaskPlan, family: str, files: dict[str, Path], settings: dict
     out = files["train"].parent / f"ours-{family}{tag}.npz"
     argv = [python_executable(), "-m", "benchmarks.ours_worker", str(files["train"]), str(files["test"]), str(out),
             "--config", json.dumps(config), *_common_flags(plan, settings, speed), *extra_flags]
-    child = run_child(argv, out.with_suffix(".log"))
+    child = run_child(argv, out.with_suffix(".log"), settings.get("child_timeout_s"))
     timings, arrays = load_child_output(out)
     return {**timings, **child, "config": config}, arrays
 
@@ -124,7 +124,7 @@ def run_peer(plan: TaskPlan, files: dict[str, Path], settings: dict[str, Any]):
     argv = [str(peer_python()), str(PEER_SCRIPT), str(files["npz"]), str(out), *_common_flags(plan, settings, True)]
     if settings.get("peer_max_epochs"):
         argv += ["--max-epochs", str(settings["peer_max_epochs"])]
-    child = run_child(argv, out.with_suffix(".log"))
+    child = run_child(argv, out.with_suffix(".log"), settings.get("child_timeout_s"))
     timings, arrays = load_child_output(out)
     return {**timings, **child}, arrays
 
