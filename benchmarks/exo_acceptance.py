@@ -1,0 +1,479 @@
+"""Issue 6 acceptance run on ``exo_transmission`` (see ``issues show 6``, "Done means", bullet 2).
+
+Stages (each skips when its output already exists under ``benchmarks/.work/exo-acceptance``):
+
+1. ``simulate``: ``sbi-ops simulate --task exo_transmission -n 60000`` (default hash split:
+   ~80% train / 10% validation / 10% test);
+2. ``train``: ``sbi-ops train`` with :data:`RECIPE` (spline flow, unconstrained space, early stopping);
+3. ``diagnose``: ``sbi-ops diagnose --split test --num-observations 1000 --max-calibration-error 0.02``;
+4. ``references``: dynesty nested-sampling references for the first 3 test observations
+   (``sbi_core.benchmark.task_reference``, bounded by ``maxcall``);
+5. ``compare``: amortized posterior vs references (JSD per marginal, C2ST, IoU, wall-time ratio),
+   i.e. ``benchmark_posterior`` split in two so the references can be bounded and cached;
+6. ``report``: ``benchmarks/results-exo-acceptance.{json,md}`` and PNGs in ``benchmarks/exo-acceptance/``.
+
+Usage: ``nice -n 5 .venv/bin/python benchmarks/exo_acceptance.py [--stage NAME ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / ".work" / "exo-acceptance"
+STORE = WORK / "exo60k.zarr"
+MODEL = WORK / "model"
+DIAG = WORK / "diagnose"
+REFS = WORK / "references.pkl"
+COMPARE = WORK / "compare"
+PLOTS = ROOT / "benchmarks" / "exo-acceptance"
+RESULTS_JSON = ROOT / "benchmarks" / "results-exo-acceptance.json"
+RESULTS_MD = ROOT / "benchmarks" / "results-exo-acceptance.md"
+TIMES = WORK / "stage_times.json"
+SBI_OPS = str(ROOT / ".venv" / "bin" / "sbi-ops")
+
+NUM_SIMULATIONS = 60_000
+SIM_SEED = 2026
+#: ``sbi-ops train --set`` options (ConditionalFlowPosterior constructor keywords).
+RECIPE: dict[str, object] = {
+    "flow_family": "spline", "parameter_space": "unconstrained",
+    "num_coupling_layers": 4, "num_spline_bins": 8, "hidden_dim": 64, "embedding_dim": 32,
+    "spectrum_encoder_type": "conv1d",
+    "batch_size": 256, "learning_rate": 1e-3, "use_cosine_schedule": True, "warmup_epochs": 0.5,
+    "num_epochs": 20, "lr_schedule_total_epochs": 20.0,
+    "early_stopping_patience": 10, "gradient_clip_norm": 5.0, "seed": 0,
+}
+#: Why so small: on this shared 2-core machine (load ~9) a first attempt with 5 layers of width 128,
+#: embedding 64, batch 512 and 30 epochs ran at >= 170 s/epoch (first epoch 206 s with compilation):
+#: ~90 minutes, past the deadline; it was stopped after one epoch and replaced by this recipe
+#: (~30-45 s/epoch here). An 8-epoch run of this recipe was trained first as a fallback
+#: (``model-8ep``, reported as preliminary); the acceptance model uses 20 epochs.
+FIRST_ATTEMPT = {"recipe_changes": {"num_coupling_layers": 5, "num_spline_bins": 10, "hidden_dim": 128,
+                                    "embedding_dim": 64, "batch_size": 512, "num_epochs": 30,
+                                    "lr_schedule_total_epochs": 30.0, "warmup_epochs": 1.0},
+                 "observed": "epoch 1: 205.8 s (incl. compilation); epoch 2 unfinished after 170 s; killed"}
+NUM_DIAG_OBSERVATIONS = 1000
+NUM_DIAG_SAMPLES = 1000
+MAX_CALIBRATION_ERROR = 0.02
+NUM_CASES = 3
+NLIVE = 400
+MAXCALL = 200_000
+NUM_AMORTIZED_SAMPLES = 5000
+
+
+def _record(stage: str, seconds: float, **extra) -> None:
+    times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+    times[stage] = {"wall_s": seconds, "load_average_at_start": extra.pop("load", None), **extra}
+    TIMES.write_text(json.dumps(times, indent=2))
+
+
+def _run(cmd: list[str], log: Path) -> int:
+    with open(log, "w") as fh:
+        return subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def stage_simulate() -> None:
+    if (STORE / "zarr.json").exists() and not (STORE / "_sbi_writer_progress").exists():
+        return
+    load, start = os.getloadavg(), time.perf_counter()
+    rc = _run([SBI_OPS, "simulate", "--task", "exo_transmission", "-n", str(NUM_SIMULATIONS),
+               "-o", str(STORE), "--seed", str(SIM_SEED), "--no-progress"], WORK / "simulate.log")
+    _record("simulate", time.perf_counter() - start, load=load, rc=rc)
+
+
+def stage_train() -> None:
+    if (MODEL / "metadata.json").exists():
+        return
+    load, start = os.getloadavg(), time.perf_counter()
+    sets = [a for k, v in RECIPE.items() for a in ("--set", f"{k}={v}")]
+    rc = _run([SBI_OPS, "train", str(STORE), "-o", str(MODEL), *sets], WORK / "train.log")
+    _record("train", time.perf_counter() - start, load=load, rc=rc)
+
+
+def _store_and_task():
+    from sbi_core.dataset import open_store
+    from sbi_core.simulators import get_task
+
+    return open_store(str(STORE)), get_task("exo_transmission")
+
+
+def _load_references() -> dict:
+    """Case name -> cached reference, from ``references.pkl`` and per-case ``references-<case>.pkl``."""
+    done = {}
+    for path in sorted(WORK.glob("references*.pkl")):
+        done.update(pickle.loads(path.read_bytes()))
+    return done
+
+
+def stage_references(only_case: int | None = None) -> None:
+    """One dynesty retrieval per case (``only_case``: just that index, so cases can run in
+    parallel processes), each cached in ``references-<case>.pkl`` as soon as it finishes."""
+    from sbi_core.benchmark.posterior_benchmark import cases_from_store
+    from sbi_core.benchmark.reference import task_reference
+
+    store, task = _store_and_task()
+    done = _load_references()
+    for i, case in enumerate(cases_from_store(store, split="test", num_cases=NUM_CASES)):
+        if case.name in done or (only_case is not None and i != only_case):
+            continue
+        load = os.getloadavg()
+        ref = task_reference(task, case.observation, nlive=NLIVE, seed=0, maxcall=MAXCALL)
+        entry = {"reference": ref, "load_average_at_start": load,
+                 "bounded_by_maxcall": ref.num_likelihood_calls >= MAXCALL}
+        (WORK / f"references-{case.name}.pkl").write_bytes(pickle.dumps({case.name: entry}))
+        print(f"{case.name}: {ref.wall_time_s:.0f} s, {ref.num_likelihood_calls} calls, "
+              f"lnZ {ref.log_evidence:.2f} +- {ref.log_evidence_error:.2f}", flush=True)
+
+
+def stage_diagnose() -> None:
+    if (DIAG / "report.json").exists():
+        return
+    load, start = os.getloadavg(), time.perf_counter()
+    rc = _run([SBI_OPS, "diagnose", str(MODEL), str(STORE), "--split", "test",
+               "--num-observations", str(NUM_DIAG_OBSERVATIONS), "--num-samples", str(NUM_DIAG_SAMPLES),
+               "--max-calibration-error", str(MAX_CALIBRATION_ERROR), "--output", str(DIAG)],
+              WORK / "diagnose.log")
+    # exit code 1 = a threshold failed (a result, reported), 2 = usage/input error
+    _record("diagnose", time.perf_counter() - start, load=load, rc=rc)
+
+
+def stage_compare() -> None:
+    """``benchmark_posterior``'s comparison, fed with the cached (bounded) references."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from sbi_core.benchmark.posterior_benchmark import amortized_sampler, cases_from_store
+    from sbi_core.benchmark.suite import RetrievalBenchmarkSuite
+    from sbi_core.plotting import plot_corner
+    from sbi_ops.commands.diagnose import load_posterior
+
+    refs = _load_references()
+    if (COMPARE / "benchmark.json").exists() or not refs:
+        return
+    store, _ = _store_and_task()
+    cases = tuple(replace(c, reference=refs[c.name]["reference"])
+                  for c in cases_from_store(store, split="test", num_cases=NUM_CASES) if c.name in refs)
+    if not cases:
+        return
+    load, start = os.getloadavg(), time.perf_counter()
+    posterior = load_posterior(MODEL)
+    suite = RetrievalBenchmarkSuite(tuple(store.parameter_names), cases, seed=0)
+    sampler = amortized_sampler(posterior, store, num_samples=NUM_AMORTIZED_SAMPLES, seed=0)
+    sampler(suite.cases[0])  # warm-up: compile outside the timed calls
+    draws, seconds = {}, {}
+    for case in suite.cases:
+        t0 = time.perf_counter()
+        draws[case.name] = sampler(case)
+        seconds[case.name] = time.perf_counter() - t0
+    comparison = suite.compare(draws, seconds)
+    COMPARE.mkdir(parents=True, exist_ok=True)
+    (COMPARE / "benchmark.json").write_text(comparison.to_json(indent=2))
+    (COMPARE / "benchmark.md").write_text(comparison.table() + "\n")
+    for case in suite.cases:
+        plot_corner(draws[case.name], case.reference.samples, suite.parameter_names,
+                    COMPARE / f"corner_{case.name}.png", truth=case.true_parameters,
+                    title=f"{case.name}: amortized vs nested sampling")
+        np.save(COMPARE / f"amortized_{case.name}.npy", draws[case.name])
+    _record("compare", time.perf_counter() - start, load=load)
+
+
+def _copy_plots() -> list[str]:
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for src in sorted([*DIAG.glob("*.png"), *COMPARE.glob("*.png")]):
+        if src.stat().st_size <= 600_000:
+            shutil.copy(src, PLOTS / src.name)
+            copied.append(str((PLOTS / src.name).relative_to(ROOT)))
+    return copied
+
+
+def _load_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _training_summary(model: Path = MODEL, log_path: Path = WORK / "train.log", num_epochs=None) -> dict | None:
+    meta = _load_json(model / "metadata.json")
+    if meta is None:
+        return None
+    log = log_path.read_text().splitlines() if log_path.exists() else []
+    out = {"cli_summary": [l for l in log if l.startswith(("trained", "epochs:", "wall time", "stability"))]}
+
+    def find(d, keys, found):
+        if isinstance(d, dict):
+            for k, v in d.items():
+                if k in keys and not isinstance(v, (dict, list)):
+                    found.setdefault(k, v)
+                find(v, keys, found)
+        return found
+
+    out.update(find(meta, {"epochs_run", "best_epoch", "stopped_early", "validation_loss",
+                           "best_validation_loss", "train_loss", "wall_time_s", "training_time_s",
+                           "num_train", "num_validation", "store_fingerprint"}, {}))
+    history = (meta.get("training_artifacts") or {}).get("history") or {}
+    out["history"] = {k: v for k, v in history.items() if k in ("epoch", "train_loss", "validation_loss")}
+    if "epochs_run" in out:
+        out["hit_epoch_cap"] = (int(out["epochs_run"]) >= int(num_epochs or RECIPE["num_epochs"])
+                                and not out.get("stopped_early"))
+    return out
+
+
+def _diagnose_summary(diag: Path = DIAG) -> dict | None:
+    report = _load_json(diag / "report.json")
+    if report is None:
+        return None
+    cov, sbc, tarp, pp, thr = (report["coverage"], report["sbc"], report["tarp"], report["pp"],
+                               report["thresholds"])
+    names = report["parameter_names"]
+    n_tests = 2 * len(names)
+    out = {
+        "passed": report["passed"], "failures": report["failures"],
+        "num_observations": report["num_observations"], "num_samples": report["num_samples"],
+        "calibration_error": cov["calibration_error"],
+        "calibration_error_floor": cov["calibration_error_floor"],
+        "calibration_error_target": MAX_CALIBRATION_ERROR,
+        "calibration_error_meets_target": cov["calibration_error"] <= MAX_CALIBRATION_ERROR,
+        "hpd_density_source": cov.get("density_source"),
+        "sbc_ks_p_value": dict(zip(names, sbc["ks_p_value"])),
+        "sbc_chi2_p_value": dict(zip(names, sbc["chi2_p_value"])),
+        "sbc_bonferroni_threshold": thr["sbc_alpha"] / n_tests,
+        "tarp_atc": tarp["atc"], "tarp_ks_p_value": tarp["ks_p_value"],
+        "tarp_thresholds": {"alpha": thr["tarp_alpha"], "max_abs_atc": thr["max_abs_tarp_atc"]},
+        "z_score_mean": dict(zip(names, pp["z_score_mean"])),
+        "z_score_std": dict(zip(names, pp["z_score_std"])),
+        "contraction": dict(zip(names, pp["contraction"])),
+    }
+    out["sbc_passed"] = not any(f.startswith("sbc") for f in report["failures"])
+    out["tarp_passed"] = not any(f.startswith("tarp") for f in report["failures"])
+    out["coverage_passed"] = not any(f.startswith("coverage") for f in report["failures"])
+    predictive = _load_json(diag / "predictive.json")
+    if predictive is not None:
+        import numpy as np
+        out["posterior_predictive"] = {
+            "block": predictive.get("block_name"), "num_observations": predictive.get("num_observations"),
+            "fraction_in_68": predictive.get("fraction_in_68"), "fraction_in_95": predictive.get("fraction_in_95"),
+            "median_reduced_chi2": float(np.median(predictive["reduced_chi2"])) if predictive.get("reduced_chi2") else None}
+    return out
+
+
+def _references_summary() -> dict | None:
+    refs = _load_references()
+    if not refs:
+        return None
+    return {name: {"wall_time_s": r["reference"].wall_time_s,
+                   "num_likelihood_calls": r["reference"].num_likelihood_calls,
+                   "bounded_by_maxcall": r["bounded_by_maxcall"],
+                   "log_evidence": r["reference"].log_evidence,
+                   "log_evidence_error": r["reference"].log_evidence_error,
+                   "num_samples": int(r["reference"].samples.shape[0]),
+                   "nlive": r["reference"].nlive, "metadata": r["reference"].metadata,
+                   "load_average_at_start": list(r["load_average_at_start"])}
+            for name, r in refs.items()}
+
+
+def stage_report() -> None:
+    import platform
+
+    import jax
+
+    load_start = (WORK.parent / "load_start.txt")
+    results = {
+        "issue": 6,
+        "task": "exo_transmission",
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "jax": jax.__version__,
+                    "load_average_at_run_start": ([float(x) for x in load_start.read_text().splitlines()[1].split()[:3]]
+                                                  if load_start.exists() else None),
+                    "run_started": "2026-11-25 22:31 UTC",
+                    "load_average_at_report": list(os.getloadavg()),
+                    "note": "2 cores shared with a test-suite run and other engineers; heavy stages ran under nice -n 5"},
+        "settings": {"num_simulations": NUM_SIMULATIONS, "simulation_seed": SIM_SEED, "recipe": RECIPE,
+                     "abandoned_first_training_attempt": FIRST_ATTEMPT,
+                     "diagnose": {"split": "test", "num_observations": NUM_DIAG_OBSERVATIONS,
+                                  "num_samples": NUM_DIAG_SAMPLES,
+                                  "max_calibration_error": MAX_CALIBRATION_ERROR},
+                     "references": {"sampler": "dynesty.NestedSampler (static, bound=multi, sample=auto)",
+                                    "num_cases": NUM_CASES, "nlive": NLIVE, "maxcall": MAXCALL,
+                                    "dlogz": 0.1, "num_amortized_samples": NUM_AMORTIZED_SAMPLES}},
+        "stage_times": _load_json(TIMES),
+        "training": _training_summary(),
+        "calibration": _diagnose_summary(),
+        "references": _references_summary(),
+        "comparison": _load_json(COMPARE / "benchmark.json"),
+        "preliminary_8_epoch_model": {
+            "note": ("same recipe with num_epochs=8, lr_schedule_total_epochs=8 (trained first as a "
+                     "fallback against the deadline; under-trained); diagnosed with the same command"),
+            "training": _training_summary(WORK / "model-8ep", WORK / "train-8ep.log", 8),
+            "calibration": _diagnose_summary(WORK / "diagnose-8ep"),
+        },
+    }
+    results["plots"] = _copy_plots()
+    RESULTS_JSON.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    RESULTS_MD.write_text(_markdown(results))
+
+
+def _fmt(x, spec=".4f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def _markdown(r: dict) -> str:
+    s = r["settings"]
+    lines = ["# Issue 6 acceptance run: exo_transmission", "",
+             "Generated by `benchmarks/exo_acceptance.py` (numbers also in "
+             "`benchmarks/results-exo-acceptance.json`).", "",
+             f"Machine: {r['machine']['cpu_count']} CPU cores, shared with a test-suite run and other "
+             f"engineers (heavy stages under `nice -n 5`); load average (1/5/15 min) at start "
+             f"{r['machine']['load_average_at_run_start']} ({r['machine']['run_started']}). JAX {r['machine']['jax']}.", "",
+             "## Recipe", "",
+             f"- {s['num_simulations']:,} simulations (`sbi-ops simulate`, seed {s['simulation_seed']}), "
+             "default hash split (train/validation/test ~ 80/10/10).",
+             "- `sbi-ops train` with " + ", ".join(f"`{k}={v}`" for k, v in s["recipe"].items()) + ".",
+             f"- `sbi-ops diagnose --split test --num-observations {s['diagnose']['num_observations']} "
+             f"--num-samples {s['diagnose']['num_samples']} --max-calibration-error "
+             f"{s['diagnose']['max_calibration_error']}`.",
+             f"- References: {s['references']['sampler']}, nlive={s['references']['nlive']}, "
+             f"maxcall={s['references']['maxcall']:,}, dlogz=0.1, first {s['references']['num_cases']} "
+             f"test observations; amortized: {s['references']['num_amortized_samples']} draws.", "",
+             "## Stages and wall times", "", "| stage | wall [s] | load avg at start | note |", "|---|---|---|---|"]
+    for name, t in (r["stage_times"] or {}).items():
+        lines.append(f"| {name} | {t['wall_s']:.1f} | {[round(v, 2) for v in t.get('load_average_at_start') or []]} | "
+                     f"{'rc=' + str(t.get('rc')) if 'rc' in t else ''} {t.get('note', '')} |")
+    lines += ["", "## Training", ""]
+    tr = r["training"]
+    if tr is None:
+        lines.append("**Not run / not finished.**")
+    else:
+        lines += [f"- {l}" for l in tr.get("cli_summary", [])]
+        lines += [f"- {k}: {v}" for k, v in tr.items() if k not in ("cli_summary", "history")]
+        h = tr.get("history") or {}
+        if h.get("validation_loss"):
+            lines += ["", "| epoch | train loss | validation loss |", "|---|---|---|"]
+            for i, v in enumerate(h["validation_loss"]):
+                t = h.get("train_loss", [None] * (i + 1))[i]
+                lines.append(f"| {i + 1} | {_fmt(t)} | {v:.4f} |")
+        if tr.get("hit_epoch_cap"):
+            lines += ["", "**The epoch cap was reached before early stopping triggered: the model is "
+                      "under-trained relative to a converged run (time budget on the shared machine).**"]
+    fa = r["settings"].get("abandoned_first_training_attempt")
+    if fa:
+        lines += ["", f"An earlier, larger recipe ({fa['recipe_changes']}) was abandoned: {fa['observed']}."]
+    lines += ["", "## Calibration (test split)", ""]
+    c = r["calibration"]
+    if c is None:
+        lines.append("**Not run / not finished.**")
+    else:
+        lines += [
+            f"{c['num_observations']} test observations x {c['num_samples']} draws (HPD density: "
+            f"{c['hpd_density_source']}).", "",
+            "| check | value | threshold | verdict |", "|---|---|---|---|",
+            f"| HPD calibration error | {c['calibration_error']:.4f} | <= {c['calibration_error_target']} "
+            f"(issue 6); MC floor {c['calibration_error_floor']:.4f} | "
+            f"{'met' if c['calibration_error_meets_target'] else 'NOT met'} |",
+            f"| SBC min p (KS, chi2 per parameter) | {min(min(c['sbc_ks_p_value'].values()), min(c['sbc_chi2_p_value'].values())):.3g} | "
+            f">= {c['sbc_bonferroni_threshold']:.3g} (Bonferroni) | {'pass' if c['sbc_passed'] else 'FAIL'} |",
+            f"| TARP KS p-value | {c['tarp_ks_p_value']:.3g} | >= {c['tarp_thresholds']['alpha']} | "
+            f"{'pass' if c['tarp_passed'] else 'FAIL'} (TARP verdict covers both rows) |",
+            f"| TARP ATC | {c['tarp_atc']:+.4f} | abs <= {c['tarp_thresholds']['max_abs_atc']} | |",
+            "", f"`sbi-ops diagnose` overall: {'PASSED' if c['passed'] else 'FAILED'}"
+            + ("" if c["passed"] else ": " + "; ".join(c["failures"])), "",
+            "| parameter | z mean | z sd | contraction | SBC KS p | SBC chi2 p |", "|---|---|---|---|---|---|"]
+        for n in c["z_score_mean"]:
+            lines.append(f"| {n} | {c['z_score_mean'][n]:.3f} | {c['z_score_std'][n]:.3f} | "
+                         f"{c['contraction'][n]:.3f} | {c['sbc_ks_p_value'][n]:.3g} | {c['sbc_chi2_p_value'][n]:.3g} |")
+        weak = [n for n, v in c["contraction"].items() if v < 0.1]
+        if weak:
+            lines += ["", f"**Caveat: posterior contraction (1 - posterior var / prior var) is below 0.1 for "
+                      f"{len(weak)} of {len(c['contraction'])} parameters ({', '.join(weak)}): for those the "
+                      "amortized posterior is nearly the prior. A prior-like posterior is calibrated by "
+                      "construction, so a small calibration error here says little about accuracy; the "
+                      "nested-sampling comparison below is the informative test.**"]
+        if c.get("posterior_predictive"):
+            p = c["posterior_predictive"]
+            lines += ["", f"Posterior predictive ({p['block']}, {p['num_observations']} observations, not gated): "
+                      f"{_fmt(p['fraction_in_68'], '.1%')} of points in 68% bands, {_fmt(p['fraction_in_95'], '.1%')} "
+                      f"in 95% bands, median reduced chi2 {_fmt(p['median_reduced_chi2'], '.2f')}."]
+    lines += ["", "## Nested-sampling references", ""]
+    refs = r["references"]
+    if not refs:
+        lines.append("**Not run / not finished.**")
+    else:
+        lines += ["| case | wall [s] | likelihood calls | bounded by maxcall | ln Z | draws | load at start |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, x in refs.items():
+            lines.append(f"| {name} | {x['wall_time_s']:.0f} | {x['num_likelihood_calls']:,} | "
+                         f"{'YES (not converged to dlogz=0.1)' if x['bounded_by_maxcall'] else 'no'} | "
+                         f"{x['log_evidence']:.2f} +- {x['log_evidence_error']:.2f} | {x['num_samples']} | "
+                         f"{[round(v, 1) for v in x['load_average_at_start']]} |")
+        missing = NUM_CASES - len(refs)
+        if missing:
+            lines.append(f"\n**{missing} of {NUM_CASES} references did not run before the deadline.**")
+    lines += ["", "## Amortized vs reference", ""]
+    cmp_ = r["comparison"]
+    if cmp_ is None:
+        lines.append("**Not run / not finished.**")
+    else:
+        names = cmp_["parameter_names"]
+        lines += ["| case | " + " | ".join(f"JSD {n} [mnat]" for n in names)
+                  + " | C2ST | min IoU90 | ref s | amortized s | speed-up |",
+                  "|" + "---|" * (len(names) + 6)]
+        for m in cmp_["metrics"]:
+            lines.append(f"| {m['case_name']} | " + " | ".join(f"{m['jsd_millinats'][n]:.1f}" for n in names)
+                         + f" | {m['c2st']:.3f} | {min(m['interval_overlap'].values()):.2f} | "
+                         f"{m['reference_wall_time_s']:.3g} | {m['amortized_wall_time_s']:.3g} | "
+                         f"{m['wall_time_ratio']:.0f}x |")
+        sm = cmp_["summary"]
+        lines += ["", f"Means over {sm['num_cases']} cases: max-marginal JSD {sm['mean_max_jsd_millinats']:.1f} mnat, "
+                  f"C2ST {sm['mean_c2st']:.3f}, wall-time ratio {sm['mean_wall_time_ratio']:.0f}x "
+                  "(reference wall time / amortized sampling time of 5,000 draws after a warm-up; both "
+                  "measured on the shared, loaded machine; bounded references make the ratio a lower bound "
+                  "on what a converged reference would cost)."]
+    pre = r.get("preliminary_8_epoch_model") or {}
+    if pre.get("training") or pre.get("calibration"):
+        lines += ["", "## Preliminary 8-epoch model (fallback, not the acceptance model)", "", pre["note"] + ".", ""]
+        if pre.get("training"):
+            lines += [f"- {l}" for l in pre["training"].get("cli_summary", [])]
+        pc = pre.get("calibration")
+        if pc:
+            lines += [f"- HPD calibration error {pc['calibration_error']:.4f} (MC floor "
+                      f"{pc['calibration_error_floor']:.4f}, target <= {pc['calibration_error_target']}: "
+                      f"{'met' if pc['calibration_error_meets_target'] else 'NOT met'}); SBC "
+                      f"{'pass' if pc['sbc_passed'] else 'FAIL'}; TARP ATC {pc['tarp_atc']:+.4f}, KS p "
+                      f"{pc['tarp_ks_p_value']:.3g} ({'pass' if pc['tarp_passed'] else 'FAIL'}); diagnose "
+                      f"{'PASSED' if pc['passed'] else 'FAILED'}" + ("" if pc["passed"] else ": " + "; ".join(pc["failures"]))]
+        else:
+            lines.append("- diagnose: not finished.")
+    lines += ["", "## Plots", ""] + [f"- `{p}`" for p in r["plots"]] + [""]
+    return "\n".join(lines)
+
+
+STAGES = {"simulate": stage_simulate, "train": stage_train, "diagnose": stage_diagnose,
+          "references": stage_references, "compare": stage_compare, "report": stage_report}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", action="append", choices=list(STAGES),
+                        help="Run only these stages (repeatable; default: all, in order).")
+    parser.add_argument("--case", type=int, default=None,
+                        help="With --stage references: only this case index (for parallel processes).")
+    args = parser.parse_args(argv)
+    WORK.mkdir(parents=True, exist_ok=True)
+    for name in args.stage or list(STAGES):
+        print(f"[{time.strftime('%H:%M:%S')}] stage {name}", flush=True)
+        if name == "references":
+            stage_references(args.case)
+        else:
+            STAGES[name]()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
