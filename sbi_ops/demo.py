@@ -20,7 +20,7 @@ import numpy as np
 
 DEMO_TASK = "exo_transmission"
 DEMO_MODEL_NAME = "exo-transmission-demo"
-DEMO_SIMULATIONS = int(os.environ.get("SBI_OPS_DEMO_SIMULATIONS", "20000"))
+DEMO_SIMULATIONS = int(os.environ.get("SBI_OPS_DEMO_SIMULATIONS", "10000"))
 DEMO_OUTPUT = Path(os.environ.get("SBI_OPS_DEMO_OUTPUT", "demo-output")).resolve()
 DEMO_CONFIG = Path(__file__).with_name("demo_config.yaml")
 
