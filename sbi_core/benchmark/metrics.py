@@ -21,6 +21,7 @@ from jaxtyping import Float
 from scipy import stats
 from sklearn.model_selection import KFold, cross_val_score
 from sklearn.neural_network import MLPClassifier
+from threadpoolctl import threadpool_limits
 
 
 def _as_samples(name: str, x) -> np.ndarray:
@@ -80,8 +81,11 @@ def c2st(
                                solver="adam", max_iter=1000, early_stopping=True,
                                random_state=seed)
     folds = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return float(np.mean(cross_val_score(classifier, data, labels, cv=folds,
-                                         scoring="accuracy")))
+    # One BLAS thread: the classifier's small matrices run 5-10x slower multi-threaded on a busy
+    # machine (measured in the benchmark harness), and the result does not depend on it.
+    with threadpool_limits(limits=1):
+        scores = cross_val_score(classifier, data, labels, cv=folds, scoring="accuracy")
+    return float(np.mean(scores))
 
 
 def _densities_on_grid(a: np.ndarray, b: np.ndarray, method: str, n_bins: int):
@@ -89,14 +93,28 @@ def _densities_on_grid(a: np.ndarray, b: np.ndarray, method: str, n_bins: int):
     low, high = min(a.min(), b.min()), max(a.max(), b.max())
     pad = 0.1 * (high - low) if high > low else 1.0
     if method == "histogram":
-        edges = np.linspace(low, high, n_bins + 1)
+        # Both sets at one value: widen the range so the edges still increase.
+        edges = np.linspace(low, high, n_bins + 1) if high > low else np.linspace(low - pad, high + pad, n_bins + 1)
         p, q = np.histogram(a, edges)[0], np.histogram(b, edges)[0]
     elif method == "kde":
         grid = np.linspace(low - pad, high + pad, 4 * n_bins)
-        p, q = stats.gaussian_kde(a)(grid), stats.gaussian_kde(b)(grid)
+        p, q = _kde_on_grid(a, grid), _kde_on_grid(b, grid)
     else:
         raise ValueError(f"method must be 'kde' or 'histogram'; got {method!r}")
     return p / p.sum(), q / q.sum()
+
+
+def _kde_on_grid(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Gaussian KDE of ``x`` on ``grid``; a set of identical draws is a point mass at its value.
+
+    A degenerate set (e.g. an unconverged nested-sampling run that collapsed onto one draw) has a
+    singular covariance, on which ``scipy.stats.gaussian_kde`` raises ``LinAlgError``.
+    """
+    if np.ptp(x) == 0:
+        density = np.zeros_like(grid)
+        density[np.argmin(np.abs(grid - x[0]))] = 1.0
+        return density
+    return stats.gaussian_kde(x)(grid)
 
 
 def _kl(p: np.ndarray, m: np.ndarray) -> float:

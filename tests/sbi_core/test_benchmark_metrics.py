@@ -169,3 +169,15 @@ def test_benchmark_posterior_against_dynesty_on_gaussian_linear(tmp_path):
     assert min(metrics.interval_overlap.values()) > 0.8
     assert (tmp_path / "bench" / "benchmark.md").read_text().startswith("| case |")
     assert (tmp_path / "bench" / f"corner_{metrics.case_name}.png").exists()
+
+
+def test_jsd_handles_a_marginal_collapsed_to_one_value():
+    """An unconverged reference can collapse onto one draw: a point mass, not a LinAlgError."""
+    rng = np.random.default_rng(0)
+    collapsed = np.full((500, 2), 0.3)
+    spread = rng.normal(size=(500, 2))
+    for method in ("kde", "histogram"):
+        same = jensen_shannon_millinats(collapsed, collapsed, method=method)
+        different = jensen_shannon_millinats(spread, collapsed, method=method)
+        assert np.all(np.isfinite(same)) and np.allclose(same, 0.0)
+        assert np.all(different > 300.0)
