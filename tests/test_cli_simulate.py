@@ -48,15 +48,20 @@ def test_unwritable_path_exits_2(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_read_only_parent_exits_2(tmp_path):
+def test_read_only_parent_exits_2(tmp_path, monkeypatch):
     locked = tmp_path / "ro"
     locked.mkdir()
     locked.chmod(0o500)
+    if os.access(locked, os.W_OK):
+        # Root ignores permission bits (CI runs as root): make the permission check see what an
+        # ordinary user would, so the refusal path is exercised rather than skipped.
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == os.fspath(locked)
+                            else real_access(p, mode, **kw))
     try:
-        if os.access(locked, os.W_OK):  # root ignores permissions
-            pytest.skip("running as a user that can write anywhere")
         result = _run("--task", "two_moons", "-n", 5, "--output", locked / "s.zarr")
         assert result.exit_code == 2 and "is not writable" in result.output
+        assert os.listdir(locked) == []
     finally:
         locked.chmod(0o700)
 
