@@ -1,15 +1,17 @@
 """Saved posterior directories: atomic writes, checksums, safe loading (never pickle).
 
-A saved posterior is a directory holding ``metadata.json`` (human-readable, versioned) and the
-backend's weight files (equinox ``tree_serialise_leaves`` ``.eqx`` files). ``metadata.json``
-records the SHA-256 and size of every weight file under ``"weights"``.
+A saved posterior is a directory holding ``metadata.json`` (human-readable, versioned), its
+checksum sidecar ``metadata.json.sha256`` (:mod:`sbi_core.metadata_checksum`) and the backend's
+weight files (equinox ``tree_serialise_leaves`` ``.eqx`` files). ``metadata.json`` records the
+SHA-256 and size of every weight file under ``"weights"``.
 
 Writing goes into a temporary sibling directory; when it is complete it is renamed onto the target
 (an existing posterior directory is first renamed aside and removed afterwards). A crash therefore
-leaves either the old model or the new one at the target path, plus at most a hidden ``.NAME.*``
-sibling to clean up. Reading verifies the schema version, that every recorded file lies inside the
-directory, is not a pickle, and matches its checksum; each failure raises
-:class:`PosteriorLoadError` naming the file and the reason.
+leaves either the old model or the new one at the target path, plus at most hidden ``.NAME.tmp-*``
+/ ``.NAME.old-*`` siblings, which the next save of the same target removes
+(:mod:`sbi_core.save_staging`). Reading verifies ``metadata.json`` against its sidecar, the schema
+version, that every recorded file lies inside the directory, is not a pickle, and matches its
+checksum; each failure raises :class:`PosteriorLoadError` naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ import jax
 import numpy as np
 
 from sbi_core.fsutil import replace_directory
+from sbi_core.metadata_checksum import SIDECAR_NAME, sidecar_problem, write_sidecar
+from sbi_core.save_staging import lock_directory, new_staging_path, remove_stale_staging, unlock
 
 __all__ = [
     "METADATA_FILE_NAME",
@@ -115,7 +118,7 @@ def _weight_files(directory: Path) -> list[str]:
     files = sorted(
         p.relative_to(directory).as_posix()
         for p in directory.rglob("*")
-        if p.is_file() and p.name != METADATA_FILE_NAME
+        if p.is_file() and p.name not in (METADATA_FILE_NAME, SIDECAR_NAME)
     )
     for name in files:
         if _looks_like_pickle(directory / name):
@@ -127,11 +130,16 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     if not target.exists():
         os.rename(tmp, target)
         return
-    backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    # One atomic exchange where the platform allows: a process killed between two renames would
-    # leave no model at ``target`` at all (see sbi_core.fsutil).
-    replace_directory(tmp, target, backup)
-    shutil.rmtree(backup, ignore_errors=True)
+    backup = new_staging_path(target, "old")
+    # Locked so that a concurrent save's cleanup never takes the old model for a dead one's leftover.
+    old = None if target.is_symlink() else lock_directory(target)
+    try:
+        # One atomic exchange where the platform allows: a process killed between two renames
+        # would leave no model at ``target`` at all (see sbi_core.fsutil).
+        replace_directory(tmp, target, backup)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        unlock(old)
 
 
 def _check_target(target: Path) -> None:
@@ -165,22 +173,29 @@ def write_posterior_directory(
     target = Path(target)
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_stale_staging(target)
+    tmp = new_staging_path(target, "tmp")
     tmp.mkdir()
+    lock = None
     try:
+        lock = lock_directory(tmp)  # held until the end: tells a concurrent cleanup we are alive
         write_weights(tmp)
         files = _weight_files(tmp)
         record = {n: {"sha256": file_sha256(tmp / n), "bytes": (tmp / n).stat().st_size} for n in files}
         payload = to_jsonable({**dict(metadata), "weights": {"files": record}})
-        (tmp / METADATA_FILE_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+        data = json.dumps(payload, indent=2, sort_keys=True).encode("utf-8")
+        (tmp / METADATA_FILE_NAME).write_bytes(data)
+        write_sidecar(tmp, data)
         _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        unlock(lock)
     return payload
 
 
-def _read_metadata_json(directory: Path) -> dict[str, Any]:
+def _read_metadata_json(directory: Path) -> tuple[dict[str, Any], bytes]:
     if not directory.is_dir():
         leftovers = sorted(p.name for p in directory.parent.glob(f".{directory.name}.*")) if directory.parent.is_dir() else []
         hint = f" (found leftover {leftovers} from an interrupted save)" if leftovers else ""
@@ -189,12 +204,13 @@ def _read_metadata_json(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PosteriorLoadError(f"{path}: missing; {directory} is not a saved posterior directory")
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        payload = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PosteriorLoadError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(payload, dict):
         raise PosteriorLoadError(f"{path}: expected a JSON object, got {type(payload).__name__}")
-    return payload
+    return payload, data
 
 
 def _verify_weight_files(directory: Path, payload: Mapping[str, Any]) -> None:
@@ -233,11 +249,16 @@ def read_posterior_metadata(
         The parsed metadata.
 
     Raises:
-        PosteriorLoadError: naming the file and the reason (missing, bad JSON, other schema
-            version, path escaping the directory, pickle, checksum mismatch).
+        PosteriorLoadError: naming the file and the reason (missing, bad JSON, metadata.json
+            not matching its sidecar, other schema version, path escaping the directory, pickle,
+            checksum mismatch).
     """
     directory = Path(directory)
-    payload = _read_metadata_json(directory)
+    payload, data = _read_metadata_json(directory)
+    # After parsing (a torn file says "not valid JSON"), before any field is trusted.
+    problem = sidecar_problem(directory, data)
+    if problem is not None:
+        raise PosteriorLoadError(problem)
     supported = tuple(supported_schema_versions)
     version = payload.get("schema_version")
     if version not in supported:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sbi_core.metadata_checksum import SIDECAR_NAME, seal_directory
 from sbi_core.persistence import PosteriorLoadError, file_sha256
 from sbi_core.posterior import ConditionalFlowPosterior
 from sbi_core.posterior_base import PersistentPosteriorEstimator
@@ -28,6 +29,15 @@ WEIGHTS = "weights.eqx"
 # Counted in docs/reliability.md ("bad inputs tried"): keep in step with the parametrisations.
 TRUNCATIONS = (0, 1, 0.5, -1)
 FLIPS = 8
+#: Silent edits of metadata.json that keep it valid JSON and consistent with the weights.
+SILENT_EDITS = {
+    "prior scale": lambda m: m["parameters"]["priors"][0].update(scale=2 * m["parameters"]["priors"][0]["scale"]),
+    "parameter name": lambda m: m["parameters"]["names"].__setitem__(0, "renamed"),
+    "seed": lambda m: m["estimator_config"].update(seed=m["estimator_config"]["seed"] + 1),
+    "standardisation": lambda m: m["flow_posterior"]["standardization"]["scale"].__setitem__(0, 2.0),
+    "whitespace only": lambda m: None,
+}
+METADATA_FLIPS = 6
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +71,10 @@ def meta(model: Path) -> dict:
 
 
 def write_meta(model: Path, payload: dict) -> None:
+    """A deliberate, consistent edit: metadata.json rewritten and its sidecar resealed, as an
+    attacker who can write the directory would. The checks behind the sidecar must hold alone."""
     (model / "metadata.json").write_text(json.dumps(payload))
+    seal_directory(model)
 
 
 def load_fails(model: Path, *fragments: str) -> str:
@@ -129,6 +142,43 @@ def test_truncated_metadata(model, keep):
     n = int(len(text) * keep) if isinstance(keep, float) else keep % len(text)
     (model / "metadata.json").write_bytes(text[:n])
     load_fails(model, str(model / "metadata.json"), "not valid JSON")
+
+
+@pytest.mark.parametrize("edit", sorted(SILENT_EDITS))
+def test_silent_metadata_edit_is_detected_by_the_sidecar(model, edit):
+    """Edits that the weight checksums cannot see: the sidecar (metadata.json.sha256) does."""
+    payload = meta(model)
+    SILENT_EDITS[edit](payload)
+    (model / "metadata.json").write_text(json.dumps(payload, indent=1))  # sidecar not resealed
+    load_fails(model, str(model / "metadata.json"), "SHA-256 checksum mismatch", SIDECAR_NAME,
+               "edited or corrupted after it was saved")
+
+
+def test_bit_flips_in_metadata_are_detected(model):
+    path = model / "metadata.json"
+    original = path.read_bytes()
+    rng = random.Random(1)
+    for _ in range(METADATA_FLIPS):
+        flipped = bytearray(original)
+        flipped[rng.randrange(len(original))] ^= 1 << rng.randrange(7)  # stays ASCII
+        path.write_bytes(bytes(flipped))
+        # A flip inside a number or a string keeps valid JSON: only the sidecar can notice.
+        message = load_fails(model, str(path))
+        assert "SHA-256 checksum mismatch" in message or "not valid JSON" in message, message
+    path.write_bytes(original)
+    ConditionalFlowPosterior.load(str(model))
+
+
+@pytest.mark.parametrize("damage", ["missing", "emptied", "other digest"])
+def test_missing_or_damaged_sidecar(model, damage):
+    sidecar = model / SIDECAR_NAME
+    if damage == "missing":
+        sidecar.unlink()
+        load_fails(model, str(sidecar), "missing", "cannot be verified", "python -m sbi_core.metadata_checksum")
+        return
+    sidecar.write_text("" if damage == "emptied" else f"{'0' * 64}  metadata.json\n")
+    load_fails(model, str(model / ("metadata.json" if damage == "other digest" else SIDECAR_NAME)),
+               "checksum mismatch" if damage == "other digest" else "malformed")
 
 
 def test_metadata_not_an_object_or_not_utf8(model):
@@ -272,4 +322,11 @@ def test_pyfunc_load_context_refuses_a_corrupt_directory(model):
     data[len(data) // 2] ^= 0x10
     (model / WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(PosteriorLoadError, match=r"weights\.eqx: SHA-256 checksum mismatch"):
+        SbiPosteriorModel().load_context(SimpleNamespace(artifacts={POSTERIOR_ARTIFACT: str(model)}))
+    data[len(data) // 2] ^= 0x10
+    (model / WEIGHTS).write_bytes(bytes(data))  # weights intact again: now only metadata.json is edited
+    payload = meta(model)
+    payload["parameters"]["names"][0] = "renamed"
+    (model / "metadata.json").write_text(json.dumps(payload))  # edited, sidecar not resealed
+    with pytest.raises(PosteriorLoadError, match=r"metadata\.json: SHA-256 checksum mismatch"):
         SbiPosteriorModel().load_context(SimpleNamespace(artifacts={POSTERIOR_ARTIFACT: str(model)}))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from sbi_core.artifacts import ArtifactMetadata, ArtifactRegistry, ArtifactRegistryError
+from sbi_core.metadata_checksum import seal_directory
 from sbi_core.persistence import PosteriorLoadError, PosteriorSaveError
 from sbi_core.posterior_base import (
     ESTIMATOR_CLASSES,
@@ -120,6 +121,25 @@ def test_refuses_non_finite_weights(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def _write_meta(out: Path, meta: dict) -> None:
+    """A deliberate edit: metadata.json rewritten *and* its sidecar resealed, so that the checks
+    behind the sidecar (schema, paths, classes) are what the test exercises."""
+    (out / "metadata.json").write_text(json.dumps(meta))
+    seal_directory(out)
+
+
+def test_unsealed_metadata_edit_is_refused(tmp_path):
+    _, out = _saved(tmp_path)
+    meta = json.loads((out / "metadata.json").read_text())
+    meta["seed"] = 12345
+    (out / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(PosteriorLoadError, match=r"metadata\.json: SHA-256 checksum mismatch \(metadata\.json\.sha256"):
+        PersistentPosteriorEstimator.load(str(out))
+    (out / "metadata.json.sha256").unlink()
+    with pytest.raises(PosteriorLoadError, match=r"metadata\.json\.sha256: missing"):
+        PersistentPosteriorEstimator.load(str(out))
+
+
 def test_checksum_mismatch_names_file(tmp_path):
     _, out = _saved(tmp_path)
     data = bytearray((out / "weights.eqx").read_bytes())
@@ -133,7 +153,7 @@ def test_schema_version_mismatch(tmp_path):
     _, out = _saved(tmp_path)
     meta = json.loads((out / "metadata.json").read_text())
     meta["schema_version"] = "9.0.0"
-    (out / "metadata.json").write_text(json.dumps(meta))
+    _write_meta(out, meta)
     with pytest.raises(PosteriorLoadError, match="schema_version '9.0.0' is not supported"):
         PersistentPosteriorEstimator.load(str(out))
 
@@ -143,10 +163,10 @@ def test_refuses_paths_outside_and_pickles(tmp_path):
     meta = json.loads((out / "metadata.json").read_text())
     original = json.loads(json.dumps(meta))
     meta["weights"]["files"]["../evil.eqx"] = {"sha256": "0"}
-    (out / "metadata.json").write_text(json.dumps(meta))
+    _write_meta(out, meta)
     with pytest.raises(PosteriorLoadError, match="outside the posterior directory"):
         PersistentPosteriorEstimator.load(str(out))
-    (out / "metadata.json").write_text(json.dumps(original))
+    _write_meta(out, original)
     (out / "extra.pkl").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(PosteriorLoadError, match="pickle"):
         PersistentPosteriorEstimator.load(str(out))
@@ -167,7 +187,7 @@ def test_unknown_class_and_wrong_subclass(tmp_path):
     _, out = _saved(tmp_path)
     meta = json.loads((out / "metadata.json").read_text())
     meta["estimator_class"], meta["estimator_module"] = "Nope", "os"
-    (out / "metadata.json").write_text(json.dumps(meta))
+    _write_meta(out, meta)
     with pytest.raises(PosteriorLoadError, match="unknown estimator_class 'Nope'"):
         PersistentPosteriorEstimator.load(str(out))
     _, out2 = _saved(tmp_path / "b")
