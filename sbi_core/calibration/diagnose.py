@@ -112,22 +112,17 @@ def matching_task(store: Any) -> tuple[Any, str]:
 
     Stores record only the task's name and version, so the built-in task (with its default
     options) is accepted only when its parameters (names, priors) and blocks (names, lengths)
-    equal the store's.
+    equal the store's (:func:`sbi_core.simulators.matching.matching_builtin_task`).
     """
-    from sbi_core.simulators import UnknownTaskError, get_task
+    from sbi_core.simulators import UnknownTaskError
+    from sbi_core.simulators.matching import matching_builtin_task
 
+    manifest = store.manifest
     try:
-        task = get_task(store.task_name)
+        task = matching_builtin_task(store.task_name, store.task_version, manifest["parameters"],
+                                     manifest["blocks"])
     except (UnknownTaskError, ValueError) as exc:
         return None, str(exc)
-    payload, manifest = task.to_payload(), store.manifest
-    mine = ([(p["name"], p["prior"]) for p in payload["parameters"]],
-            [(b["name"], b["length"]) for b in payload["blocks"]])
-    theirs = ([(p["name"], p["prior"]) for p in manifest["parameters"]],
-              [(b["name"], b["length"]) for b in manifest["blocks"]])
-    if task.version != store.task_version or mine != theirs:
-        return None, (f"built-in task {store.task_name!r} (default options) does not match the "
-                      "store's parameters/blocks")
     return task, ""
 
 
