@@ -1,10 +1,9 @@
-"""Training plumbing of the conditional-flow posterior: data preparation, standardisation,
-trainer adapters, the stability gate and diagnostic plots.
+"""Training plumbing of the conditional-flow posterior: trainer adapters, the stability gate
+and diagnostic plots.
 
-The fast path: when a split fits in memory it is read once, mapped to flow space and
-preprocessed once, and handed to :class:`sbi_core.training.SBITrainer` as ``InMemoryData`` so a
-whole epoch runs inside one compiled ``lax.scan``. Larger splits stream (``StreamingData``) with
-the same ``prepare`` function applied per batch.
+Data preparation and the target standardisation are shared with the flow-matching posterior and
+live in :mod:`sbi_core.posterior_data` (re-exported here: ``make_prepare``, ``build_data``,
+``standardization_from``).
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ import numpy as np
 
 from sbi_core.batch import PosteriorBatch
 from sbi_core.flow_losses import stability_diagnostics
-from sbi_core.training import InMemoryData, StreamingData
+from sbi_core.posterior_data import build_data, make_prepare, standardization_from
+from sbi_core.training import InMemoryData
 
 __all__ = [
     "make_prepare",
@@ -36,73 +36,6 @@ __all__ = [
 
 DIAGNOSTIC_ROWS = 256
 DIAGNOSTIC_DRAWS = 8
-_STD_FLOOR = 1e-6
-
-
-def make_prepare(transform: Any, flow_space: str, preprocessor: Any | None) -> Callable:
-    """Raw ``(physical parameters, observations)`` -> ``(flow-space float32, observations)``.
-
-    ``preprocessor=None`` keeps raw observations (the ELBO objective preprocesses in-graph so its
-    likelihood sees raw data).
-    """
-
-    def prepare(parameters: np.ndarray, observations: Any) -> tuple[np.ndarray, Any]:
-        x = np.asarray(parameters, np.float64)
-        if flow_space != "physical":
-            if transform is None:
-                raise ValueError(
-                    "the store has no parameter priors, so parameters cannot be mapped to "
-                    f"{flow_space!r} space; use parameter_space='physical'"
-                )
-            x = np.asarray(transform.transform(x, "physical", flow_space), np.float64)
-        obs = observations if preprocessor is None else preprocessor.apply(observations)
-        obs = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32) if np.issubdtype(np.asarray(a).dtype, np.floating) else np.asarray(a), obs)
-        return x.astype(np.float32), obs
-
-    return prepare
-
-
-def standardization_from(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-dimension mean and std (floored) of flow-space training targets, as float tuples."""
-    x = np.asarray(x, np.float64)
-    if not np.all(np.isfinite(x)):
-        bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise ValueError(f"{bad} training parameter row(s) are non-finite in flow space (outside the prior support?)")
-    mean = x.mean(axis=0)
-    std = np.maximum(x.std(axis=0), _STD_FLOOR)
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
-
-
-def _streamed_flow_targets(dataset: Any, prepare: Callable) -> np.ndarray:
-    parts = []
-    for _, params, obs in dataset.iter_chunks("train"):
-        parts.append(prepare(params, obs)[0])
-    return np.concatenate(parts)
-
-
-def build_data(dataset: Any, prepare: Callable) -> tuple[Any, Any, np.ndarray, dict[str, Any]]:
-    """Train/validation data sources plus the flow-space training targets.
-
-    Returns:
-        ``(train_data, validation_data, train_targets, info)`` where ``info`` records the path
-        taken (``in_memory``) and the split sizes.
-    """
-    fits = getattr(dataset, "fits_in_memory", lambda split: True)
-    info: dict[str, Any] = {}
-    if fits("train"):
-        train = InMemoryData.from_store(dataset, "train", prepare)
-        targets = np.asarray(train.parameters)
-        info["in_memory"] = True
-    else:
-        train = StreamingData(dataset, "train", prepare)
-        targets = _streamed_flow_targets(dataset, prepare)
-        info["in_memory"] = False
-    validation = (InMemoryData.from_store(dataset, "validation", prepare) if fits("validation")
-                  else StreamingData(dataset, "validation", prepare))
-    info["num_train"] = int(targets.shape[0])
-    info["num_validation"] = (validation.num_samples if isinstance(validation, InMemoryData)
-                              else len(dataset.split_indices("validation")))
-    return train, validation, targets, info
 
 
 def typical_uncertainties(train: Any) -> dict[str, float] | None:

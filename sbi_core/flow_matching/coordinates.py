@@ -19,9 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-_STD_FLOOR = 1e-6
-
-
 def flow_space_for(parameter_space: str) -> str:
     """The space the flow models for a configured parameter space."""
     return "physical" if parameter_space == "physical" else "unconstrained"
@@ -43,17 +40,15 @@ class Standardization:
     def fit(cls, values: np.ndarray) -> Standardization:
         """Mean and (floored) std of flow-space training targets.
 
+        The same statistics as the conditional-flow posterior's
+        (:func:`sbi_core.posterior_data.standardization_from`).
+
         Raises:
             ValueError: If any training target is non-finite.
         """
-        x = np.asarray(values, np.float64)
-        if not np.all(np.isfinite(x)):
-            bad = int((~np.isfinite(x)).any(axis=1).sum())
-            raise ValueError(
-                f"{bad} training parameter row(s) are non-finite in flow space "
-                "(outside the prior support?)"
-            )
-        return cls(tuple(map(float, x.mean(0))), tuple(map(float, np.maximum(x.std(0), _STD_FLOOR))))
+        from sbi_core.posterior_data import standardization_from
+
+        return cls(*standardization_from(values))
 
     def to_payload(self) -> dict[str, list[float]]:
         """JSON form."""

@@ -1,19 +1,21 @@
-"""Training plumbing of the flow-matching posterior: data preparation and the trainer call.
+"""Training plumbing of the flow-matching posterior: its training data and the trainer call.
 
-When a split fits in memory it is read once, mapped to flow space, preprocessed and
-handed to :class:`~sbi_core.training.SBITrainer` as ``InMemoryData`` (a whole epoch
-in one compiled ``lax.scan``); larger splits stream through the same ``prepare``.
+Data preparation is shared with the conditional-flow posterior (:mod:`sbi_core.posterior_data`):
+when a split fits in memory it is read once, mapped to flow space, preprocessed and handed to
+:class:`~sbi_core.training.SBITrainer` as ``InMemoryData`` (a whole epoch in one compiled
+``lax.scan``); larger splits stream through the same ``prepare``.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 
+from sbi_core.posterior_data import build_data, make_prepare
 from sbi_core.training import InMemoryData, SBITrainer, StreamingData
 
 from .coordinates import flow_space_for
@@ -29,41 +31,14 @@ class TrainingData:
     info: dict[str, Any]
 
 
-def make_prepare(transform: Any, parameter_space: str, preprocessor: Any) -> Callable:
-    """Raw ``(physical parameters, observations)`` -> ``(flow-space float32, preprocessed)``."""
-    flow_space = flow_space_for(parameter_space)
-
-    def prepare(parameters: np.ndarray, observations: Any) -> tuple[np.ndarray, Any]:
-        x = np.asarray(parameters, np.float64)
-        if flow_space != "physical":
-            if transform is None:
-                raise ValueError(
-                    "the store has no parameter priors, so parameters cannot be mapped to "
-                    f"{flow_space!r} space; use parameter_space='physical'"
-                )
-            x = np.asarray(transform.transform(x, "physical", flow_space), np.float64)
-        obs = preprocessor.apply(observations) if preprocessor is not None else observations
-        obs = jax.tree_util.tree_map(
-            lambda a: np.asarray(a, np.float32) if np.issubdtype(np.asarray(a).dtype, np.floating)
-            else np.asarray(a), obs)
-        return x.astype(np.float32), obs
-
-    return prepare
-
-
 def build_training_data(dataset: Any, transform: Any, parameter_space: str, preprocessor: Any) -> TrainingData:
-    """Train/validation sources (in memory when they fit) and the training targets."""
-    prepare = make_prepare(transform, parameter_space, preprocessor)
-    fits = getattr(dataset, "fits_in_memory", lambda split: True)
-    if fits("train"):
-        train = InMemoryData.from_store(dataset, "train", prepare)
-        targets = np.asarray(train.parameters)
-    else:
-        train = StreamingData(dataset, "train", prepare)
-        targets = np.concatenate([prepare(p, o)[0] for _, p, o in dataset.iter_chunks("train")])
-    validation = (InMemoryData.from_store(dataset, "validation", prepare) if fits("validation")
-                  else StreamingData(dataset, "validation", prepare))
-    info = {"in_memory": isinstance(train, InMemoryData), "num_train": int(targets.shape[0])}
+    """Train/validation sources (in memory when they fit) and the flow-space training targets.
+
+    The preparation is the conditional-flow posterior's (:mod:`sbi_core.posterior_data`), in the
+    flow space of ``parameter_space`` (:func:`~.coordinates.flow_space_for`).
+    """
+    prepare = make_prepare(transform, flow_space_for(parameter_space), preprocessor)
+    train, validation, targets, info = build_data(dataset, prepare)
     return TrainingData(train, validation, targets, info)
 
 
