@@ -141,6 +141,20 @@ def flow_matching_section(suite: dict[str, Any]) -> list[str]:
     return lines
 
 
+def serving_and_scaling_sections(suites: dict[str, Any]) -> list[str]:
+    """The tables of ``bench_serving`` and ``bench_scaling`` (failed ones are listed below)."""
+    lines: list[str] = []
+    if "serving" in suites and "error" not in suites["serving"]:
+        from benchmarks.bench_serving import markdown_lines
+
+        lines += markdown_lines(suites["serving"], heading="##")
+    if "scaling" in suites and "error" not in suites["scaling"]:
+        from benchmarks.bench_scaling import markdown_lines as scaling_lines
+
+        lines += scaling_lines(suites["scaling"], heading="##")
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     suites = results.get("suites", {})
     lines = header(results) + accuracy_table(suites)
@@ -149,6 +163,7 @@ def render(results: dict[str, Any]) -> str:
             lines += speed_table(name, suites[name])
     if "flow_matching" in suites:
         lines += flow_matching_section(suites["flow_matching"])
+    lines += serving_and_scaling_sections(suites)
     errors = {k: v["error"] for k, v in suites.items() if isinstance(v, dict) and "error" in v}
     if errors:
         lines += ["## Failed suites", ""] + [f"- {k}: `{v}`" for k, v in errors.items()] + [""]

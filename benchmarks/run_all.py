@@ -3,9 +3,12 @@
     python -m benchmarks.run_all [--quick] [--only NAME ...]      (``make bench`` runs it)
 
 Suites: ``gaussian_linear``, ``two_moons``, ``exo_transmission`` (ours vs the PyTorch ``sbi``
-peer, :mod:`benchmarks.bench_posteriors`) and ``flow_matching`` (the flow-matching engineer's
-``benchmarks/bench_flow_matching.py``, run unchanged; its own results file is linked). ``--quick``
-runs tiny sizes to smoke-test the harness: its numbers mean nothing.
+peer, :mod:`benchmarks.bench_posteriors`), ``flow_matching`` (the flow-matching engineer's
+``benchmarks/bench_flow_matching.py``, run unchanged; its own results file is linked),
+``serving`` (``/invocations`` latency and throughput, :mod:`benchmarks.bench_serving`) and
+``scaling`` (time and C2ST vs simulations, time vs batch size, memory vs store size,
+:mod:`benchmarks.bench_scaling`); the last two also write their own results files and plots.
+``--quick`` runs tiny sizes to smoke-test the harness: its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from benchmarks.common import log, machine_info  # noqa: E402
 RESULTS_JSON = Path(__file__).with_name("results.json")
 RESULTS_MD = Path(__file__).with_name("results.md")
 QUICK_JSON, QUICK_MD = RESULTS_JSON.with_name("results-quick.json"), RESULTS_MD.with_name("results-quick.md")
-SUITES = ("gaussian_linear", "two_moons", "exo_transmission", "flow_matching")
+SUITES = ("gaussian_linear", "two_moons", "exo_transmission", "flow_matching", "serving", "scaling")
 
 FULL = {"num_simulations": 10_000, "exo_simulations": 20_000, "num_test": 200, "max_epochs": 300,
         "num_samples": 10_000, "c2st_observations": 10, "c2st_max_samples": None, "batch_observations": 100,
@@ -65,9 +68,21 @@ def run_flow_matching(quick: bool) -> dict[str, Any]:
             "results_file": output, "suite_wall_s": time.perf_counter() - start}
 
 
+def run_serving_or_scaling(name: str, quick: bool) -> dict[str, Any]:
+    """``bench_serving`` / ``bench_scaling``; with ``--quick`` they write their ``-quick`` files."""
+    from benchmarks import bench_scaling, bench_serving
+
+    module = bench_serving if name == "serving" else bench_scaling
+    start = time.perf_counter()
+    results = module.main(["--quick"] if quick else [])
+    return {**results, "suite_wall_s": time.perf_counter() - start}
+
+
 def run_suite(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     if name == "flow_matching":
         return run_flow_matching(settings["quick"])
+    if name in ("serving", "scaling"):
+        return run_serving_or_scaling(name, settings["quick"])
     from benchmarks.bench_posteriors import plans, run_task
 
     return run_task(plans(settings)[name], settings)
