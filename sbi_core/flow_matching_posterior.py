@@ -80,6 +80,9 @@ class FlowMatchingPosterior(PersistentPosteriorEstimator):
         seed: Initialisation and default sampling seed.
         task_metadata: User metadata persisted with the model.
         solver: ``'midpoint'`` (reference default), ``'rk4'`` or ``'adaptive'``.
+        velocity_network: ``'mlp'`` (default, the reference's plain MLP) or
+            ``'residual'`` (context-gated residual blocks plus a time-gated linear skip
+            path; see :mod:`sbi_core.flow_matching.residual_field`).
         sigma_min: Terminal width of the conditional OT path, in [0, 1).
         time_prior_exponent: alpha of the FMPE time prior, t = u^(1/(1+alpha)).
         divergence: ``'exact'`` or ``'hutchinson'`` (``log_prob`` estimator).
@@ -125,6 +128,7 @@ class FlowMatchingPosterior(PersistentPosteriorEstimator):
         task_metadata: Mapping[str, Any] | None = None,
         *,
         solver: str = "midpoint",
+        velocity_network: str = "mlp",
         sigma_min: float = 0.0,
         time_prior_exponent: float = 0.0,
         divergence: str = "exact",
@@ -170,7 +174,7 @@ class FlowMatchingPosterior(PersistentPosteriorEstimator):
         if not isinstance(o["progress"], bool):
             raise ValueError(f"progress must be a bool, got {o['progress']!r}")
         self.flow_matching_config = FlowMatchingConfig(
-            **{k: o[k] for k in ("hidden_dim", "num_velocity_layers", "num_time_frequencies",
+            **{k: o[k] for k in ("velocity_network", "hidden_dim", "num_velocity_layers", "num_time_frequencies",
                                  "sigma_min", "time_prior_exponent", "solver", "integration_steps",
                                  "rtol", "atol", "max_steps", "divergence", "num_hutchinson_probes")})
         hidden = o["encoder_hidden_dim"] if o["encoder_hidden_dim"] is not None else o["hidden_dim"]

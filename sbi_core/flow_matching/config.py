@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 from .divergence import DIVERGENCES, AbstractDivergence, build_divergence
 from .paths import validate_sigma_min, validate_time_prior_exponent
+from .residual_field import ResidualVelocityNet
 from .solvers import SOLVERS, AbstractODESolver, build_solver, validate_integration_steps
+from .vector_field import AbstractVelocityField, VelocityMLP
+
+#: Velocity-network families by name (the ``velocity_network`` option).
+VELOCITY_NETWORKS: dict[str, type[AbstractVelocityField]] = {
+    "mlp": VelocityMLP,
+    "residual": ResidualVelocityNet,
+}
 
 
 def _positive_int(name: str, value) -> None:
@@ -24,8 +32,11 @@ class FlowMatchingConfig:
     """Velocity network, probability path and ODE solver settings.
 
     Attributes:
-        hidden_dim: Width of the velocity MLP.
-        num_velocity_layers: Hidden layers of the velocity MLP.
+        velocity_network: ``'mlp'`` (plain MLP on ``[theta_t, fourier(t), context]``, the
+            default) or ``'residual'`` (gated residual blocks plus a time-gated linear skip
+            path, :mod:`~.residual_field`); a key of :data:`VELOCITY_NETWORKS`.
+        hidden_dim: Width of the velocity network.
+        num_velocity_layers: Hidden layers (``'mlp'``) or residual blocks (``'residual'``).
         num_time_frequencies: Fourier frequencies of the time embedding.
         sigma_min: Terminal width of the conditional OT path, in [0, 1).
         time_prior_exponent: alpha of the FMPE time prior (t = u^(1/(1+alpha))), > -1.
@@ -38,6 +49,7 @@ class FlowMatchingConfig:
         num_hutchinson_probes: Probes per trajectory for ``'hutchinson'``.
     """
 
+    velocity_network: str = "mlp"
     hidden_dim: int = 128
     num_velocity_layers: int = 3
     num_time_frequencies: int = 8
@@ -60,6 +72,11 @@ class FlowMatchingConfig:
         _positive_real("atol", self.atol)
         validate_sigma_min(self.sigma_min)
         validate_time_prior_exponent(self.time_prior_exponent)
+        if self.velocity_network not in VELOCITY_NETWORKS:
+            raise ValueError(
+                f"unknown velocity_network {self.velocity_network!r}; known: "
+                f"{', '.join(sorted(VELOCITY_NETWORKS))}"
+            )
         if self.solver not in SOLVERS:
             raise ValueError(
                 f"unknown solver {self.solver!r}; known solvers: {', '.join(sorted(SOLVERS))}"
@@ -68,6 +85,14 @@ class FlowMatchingConfig:
             raise ValueError(
                 f"unknown divergence {self.divergence!r}; known: {', '.join(sorted(DIVERGENCES))}"
             )
+
+    def build_velocity(self, parameter_dim: int, context_dim: int, *, key) -> AbstractVelocityField:
+        """The configured velocity network for ``parameter_dim`` parameters."""
+        return VELOCITY_NETWORKS[self.velocity_network](
+            parameter_dim, context_dim, hidden_dim=self.hidden_dim,
+            num_velocity_layers=self.num_velocity_layers,
+            num_time_frequencies=self.num_time_frequencies, key=key,
+        )
 
     def build_solver(self, name: str | None = None) -> AbstractODESolver:
         """The configured solver, or the registry entry ``name`` with these settings."""

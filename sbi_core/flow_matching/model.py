@@ -14,7 +14,7 @@ from sbi_core.encoders import EncoderConfig, ObservationEmbeddingNet, build_embe
 from .config import FlowMatchingConfig
 from .coordinates import Standardization
 from .loss import fm_loss
-from .vector_field import VelocityMLP
+from .vector_field import AbstractVelocityField
 
 
 class FlowMatchingNetwork(eqx.Module):
@@ -27,7 +27,7 @@ class FlowMatchingNetwork(eqx.Module):
 
     Attributes:
         embedding_net: Observation encoder (one block encoder per schema block).
-        velocity: Velocity MLP v(theta_t, t, embedding).
+        velocity: Velocity field v(theta_t, t, embedding) (``config.velocity_network``).
         sigma_min: Terminal width of the OT path used by :meth:`loss`.
         time_prior_exponent: Time-prior alpha used by :meth:`loss`.
         standardization: Flow-space -> model-coordinate standardisation of the
@@ -35,7 +35,7 @@ class FlowMatchingNetwork(eqx.Module):
     """
 
     embedding_net: ObservationEmbeddingNet
-    velocity: VelocityMLP
+    velocity: AbstractVelocityField
     sigma_min: float = eqx.field(static=True)
     time_prior_exponent: float = eqx.field(static=True)
     standardization: Standardization = eqx.field(static=True)
@@ -52,11 +52,8 @@ class FlowMatchingNetwork(eqx.Module):
     ):
         encoder_key, velocity_key = jax.random.split(key)
         self.embedding_net = build_embedding_net(schema, encoder_config, encoder_key)
-        self.velocity = VelocityMLP(
-            parameter_dim, encoder_config.embedding_dim, hidden_dim=config.hidden_dim,
-            num_velocity_layers=config.num_velocity_layers,
-            num_time_frequencies=config.num_time_frequencies, key=velocity_key,
-        )
+        self.velocity = config.build_velocity(parameter_dim, encoder_config.embedding_dim,
+                                              key=velocity_key)
         self.sigma_min = float(config.sigma_min)
         self.time_prior_exponent = float(config.time_prior_exponent)
         self.standardization = standardization or Standardization.identity(parameter_dim)

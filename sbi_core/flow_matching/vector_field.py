@@ -87,9 +87,9 @@ class VelocityMLP(AbstractVelocityField):
         num_time_frequencies: int = 8,
         key: PRNGKeyArray,
     ):
-        _check_positive("parameter_dim", parameter_dim)
-        _check_positive("hidden_dim", hidden_dim)
-        _check_positive("num_velocity_layers", num_velocity_layers)
+        check_positive("parameter_dim", parameter_dim)
+        check_positive("hidden_dim", hidden_dim)
+        check_positive("num_velocity_layers", num_velocity_layers)
         if context_dim < 0:
             raise ValueError(f"context_dim must be >= 0, got {context_dim}")
         self.time_embedding = FourierTimeEmbedding(num_time_frequencies)
@@ -123,6 +123,7 @@ class VelocityMLP(AbstractVelocityField):
         return self.mlp(features)
 
 
-def _check_positive(name: str, value: int) -> None:
+def check_positive(name: str, value: int) -> None:
+    """Raise unless ``value`` is a positive int (bools rejected), naming it."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
