@@ -93,8 +93,10 @@ def run_fit(posterior: Any, dataset: Any, elbo_fn: Callable | None, elbo_samples
     if cfg.diagnostics.verbose_diagnostics:
         callback = DiagnosticsPlotter(cfg.diagnostics.diagnostics_output_directory,
                                       cfg.diagnostics.diagnostics_plot_interval, cfg.stability.thresholds())
+    # The stability gate only matters on epochs that improve the validation loss; diagnostics run
+    # there (every epoch when plots are asked for). See SBITrainer(diagnostics_epochs=...).
     trainer = SBITrainer(cfg.optimization, cfg.early_stopping, cfg.checkpoint, seed=posterior.seed,
-                         progress=True)
+                         progress=True, diagnostics_epochs="every" if callback is not None else "candidates")
     result = trainer.fit(model, train_loss=train_loss, eval_loss=eval_loss, train_data=train,
                          validation_data=validation, validation_diagnostics=diagnostics,
                          checkpoint_gate=cfg.stability.passes, epoch_callback=callback)

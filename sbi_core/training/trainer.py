@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -89,6 +90,15 @@ class SBITrainer:
             see :mod:`sbi_core.training.data_parallel`); ``"auto"``: only when there are at
             least two devices; a 1-D ``jax.sharding.Mesh``: over its devices; ``False``
             (default): one device. The batch size must be a multiple of the device count.
+        diagnostics_epochs: ``"every"`` (default): ``validation_diagnostics`` run after every
+            epoch. ``"candidates"``: only after an epoch whose validation loss could make it the
+            selected best (finite and below the best so far), the only epochs where
+            ``checkpoint_gate`` decides anything; other epochs record NaN diagnostics and
+            ``gate_passed``. The selected epoch, weights and losses are identical either way;
+            the diagnostics' per-epoch cost is paid only on the improving epochs.
+        overlap_compilation: Compile the validation pass (and the diagnostics) in a background
+            thread while the first epoch compiles and runs (XLA compiles outside the GIL, so
+            on two or more cores the compilations overlap). Results are unchanged.
     """
 
     def __init__(
@@ -103,6 +113,8 @@ class SBITrainer:
         max_nonfinite_fraction: float = 0.5,
         eval_chunk_size: int = 4096,
         data_parallel: dp.DataParallel | Any = False,
+        diagnostics_epochs: str = "every",
+        overlap_compilation: bool = True,
     ) -> None:
         check_positive_int("SBITrainer", "seed", seed, minimum=0)
         check_positive_int("SBITrainer", "max_consecutive_nonfinite_steps",
@@ -120,6 +132,11 @@ class SBITrainer:
         if not (isinstance(data_parallel, (bool, dp.Mesh)) or data_parallel == "auto"):
             raise ValueError(f"SBITrainer: data_parallel must be True, False, 'auto' or a jax.sharding.Mesh, got {data_parallel!r}")
         self.data_parallel = data_parallel
+        if diagnostics_epochs not in ("every", "candidates"):
+            raise ValueError(f"SBITrainer: diagnostics_epochs must be 'every' or 'candidates', got {diagnostics_epochs!r}")
+        self.diagnostics_epochs = diagnostics_epochs
+        self.overlap_compilation = bool(overlap_compilation)
+        self._warmup: threading.Thread | None = None
 
     def fit(
         self,
@@ -159,8 +176,10 @@ class SBITrainer:
         checkpointer = Checkpointer(self.checkpoint) if self.checkpoint.enabled else None
         try:
             state, resumed_from = self._initial_state(setup, checkpointer)
+            self._start_warmup(setup, hooks)
             self._run_epochs(setup, hooks, state, checkpointer)
         finally:
+            self._join_warmup()
             if checkpointer is not None:
                 checkpointer.close()
         return self._result(setup, state, resumed_from, hooks.gate is not None, checkpointer)
@@ -224,6 +243,38 @@ class SBITrainer:
         LOGGER.info("resuming from epoch %d (%s)", state.epoch, self.checkpoint.directory)
         return state, state.epoch
 
+    def _start_warmup(self, setup: _Setup, hooks: _Hooks) -> None:
+        """Compile the validation pass and diagnostics while the first epoch compiles.
+
+        The warm-up runs them once on the initial weights (``setup.initial_params``, never
+        donated) and discards the values; it only fills the jit caches. Any error is ignored
+        here: the same call in the loop raises it properly.
+        """
+        self._warmup = None
+        if not self.overlap_compilation or isinstance(setup.validation, StreamingData):
+            return
+
+        def warm() -> None:
+            try:
+                # A strongly typed copy, as the loop's weights are after the first epoch.
+                params = setup.kernels.copy(setup.initial_params)
+                jax.block_until_ready(setup.kernels.evaluate((setup.validation, setup.static), params))
+                if hooks.diagnostics is not None:
+                    model = assemble_compiled(params, setup.static)
+                    hooks.diagnostics(model, setup.validation[0], setup.validation[1])
+            except Exception:  # noqa: BLE001 - re-raised by the real call in the loop
+                LOGGER.debug("compilation warm-up failed", exc_info=True)
+
+        self._warmup = threading.Thread(target=warm, daemon=True, name="sbi-compile-warmup")
+        self._warmup.start()
+
+    def _join_warmup(self) -> None:
+        # Before the loop's own first validation call: two threads compiling the same function
+        # at once would compile it twice.
+        if self._warmup is not None:
+            self._warmup.join()
+            self._warmup = None
+
     # -- the loop ----------------------------------------------------------------------------
 
     def _run_epochs(self, setup: _Setup, hooks: _Hooks, state: RunState, checkpointer) -> None:
@@ -251,20 +302,27 @@ class SBITrainer:
         state.key, epoch_key = jax.random.split(state.key)
         learning_rate = setup.learning_rates[state.epoch]
         train_loss, counters = self._train_pass(setup, state, epoch_key)
+        self._join_warmup()
         validation_loss = self._validation_pass(setup, state.params)
         state.epoch += 1
         skipped = int(counters.skipped)
         state.consecutive_nonfinite = int(counters.consecutive)
         state.skipped_total += skipped
         self._check_divergence(state, int(counters.max_consecutive), skipped, setup.steps_per_epoch)
-        diagnostics = self._diagnostics(setup, hooks, state.params)
-        metrics = {"validation_loss": validation_loss, **diagnostics}
-        eligible = bool(hooks.gate(dict(metrics))) if hooks.gate is not None else True
+        if self._diagnostics_due(state, validation_loss):
+            diagnostics = self._diagnostics(setup, hooks, state.params)
+            metrics = {"validation_loss": validation_loss, **diagnostics}
+            eligible = bool(hooks.gate(dict(metrics))) if hooks.gate is not None else True
+            gate_value = float(eligible)
+        else:
+            # Not a candidate for the best epoch: the gate cannot change the selection.
+            metrics = {"validation_loss": validation_loss}
+            eligible, gate_value = False, math.nan
         self._select(setup, state, validation_loss, eligible, keep_fallback=hooks.gate is not None)
         metrics |= {
             "epoch": float(state.epoch), "train_loss": train_loss, "learning_rate": learning_rate,
             "epoch_time_s": time.perf_counter() - start, "skipped_nonfinite_steps": float(skipped),
-            "gate_passed": float(eligible), "best_validation_loss": state.stopping.best_loss,
+            "gate_passed": gate_value, "best_validation_loss": state.stopping.best_loss,
         }
         state.append_history({k: v for k, v in metrics.items() if k != "best_validation_loss"})
         return metrics
@@ -307,6 +365,17 @@ class SBITrainer:
             total = total + setup.kernels.evaluate_batch(setup.static, params, batch) * size
             count += size
         return float(total) / count if count else math.nan
+
+    def _diagnostics_due(self, state: RunState, validation_loss: float) -> bool:
+        """Whether this epoch's diagnostics (and gate) must run (see ``diagnostics_epochs``)."""
+        if self.diagnostics_epochs == "every":
+            return True
+        # Exactly the condition under which EarlyStoppingState.update can select the epoch.
+        # Before any diagnostics ran (e.g. a non-finite first loss) they run anyway, so the
+        # history's diagnostic columns exist from the first epoch on.
+        known = any(key not in _CORE_HISTORY_KEYS for key in state.history)
+        candidate = math.isfinite(validation_loss) and validation_loss < state.stopping.best_loss
+        return candidate or not known
 
     def _diagnostics(self, setup: _Setup, hooks: _Hooks, params) -> dict[str, float]:
         if hooks.diagnostics is None:
@@ -366,6 +435,10 @@ class SBITrainer:
             steps_per_epoch=setup.steps_per_epoch,
             checkpoint_backend=checkpointer.backend_name if checkpointer else None,
         )
+
+
+_CORE_HISTORY_KEYS = frozenset({"epoch", "train_loss", "validation_loss", "learning_rate", "epoch_time_s",
+                                "skipped_nonfinite_steps", "gate_passed"})
 
 
 @functools.lru_cache(maxsize=8)

@@ -87,12 +87,12 @@ def distance_to_half(model, parameters, observations):
     return (model.w - 0.5) ** 2 + 0.0 * jnp.sum(parameters)
 
 
-def scalar_fit(patience=3, gate=None, diagnostics=None, batch_size=8):
+def scalar_fit(patience=3, gate=None, diagnostics=None, batch_size=8, **trainer_options):
     data = InMemoryData(np.zeros((8, 1), np.float32), {"x": np.zeros((8, 1), np.float32)})
     trainer = SBITrainer(
         OptimizationConfig(learning_rate=0.05, batch_size=batch_size, num_epochs=40,
                            gradient_clip_norm=None),
-        EarlyStoppingConfig(patience=patience), progress=False,
+        EarlyStoppingConfig(patience=patience), progress=False, **trainer_options,
     )
     return trainer.fit(Scalar(jnp.asarray(1.0)), train_loss=pull_to_zero,
                        eval_loss=distance_to_half, train_data=data, validation_data=data,
@@ -203,6 +203,43 @@ def test_checkpoint_gate_selects_among_eligible_epochs():
     never = scalar_fit(patience=None, gate=lambda metrics: False)
     assert not never.gate_passed
     assert never.best_epoch == int(np.argmin(never.history["validation_loss"])) + 1
+
+
+def test_diagnostics_on_candidate_epochs_select_the_same_epoch():
+    """diagnostics_epochs='candidates' runs the gate only where it can matter: same selection."""
+    calls = []
+
+    def counted(model, parameters, observations):
+        calls.append(float(model.w))
+        return {"w": model.w}
+
+    gate = lambda metrics: metrics["w"] > 0.7  # noqa: E731
+    every = scalar_fit(patience=10, diagnostics=w_diagnostic, gate=gate)
+    lazy = scalar_fit(patience=10, diagnostics=counted, gate=gate, diagnostics_epochs="candidates",
+                      overlap_compilation=False)
+    assert lazy.best_epoch == every.best_epoch and lazy.epochs_run == every.epochs_run
+    assert lazy.best_validation_loss == every.best_validation_loss
+    assert float(lazy.model.w) == float(every.model.w)
+    assert lazy.history["validation_loss"] == every.history["validation_loss"]
+    val = np.asarray(every.history["validation_loss"])
+    best_before = np.minimum.accumulate(np.where(np.asarray(every.history["gate_passed"]) > 0, val, np.inf))
+    candidate = val < np.concatenate([[np.inf], best_before[:-1]])
+    assert len(calls) == int(candidate.sum()) < len(val)
+    w = np.asarray(lazy.history["w"])
+    np.testing.assert_array_equal(np.isnan(w), ~candidate)
+    np.testing.assert_array_equal(w[candidate], np.asarray(every.history["w"])[candidate])
+    with pytest.raises(ValueError, match="diagnostics_epochs"):
+        SBITrainer(diagnostics_epochs="sometimes")
+
+
+def test_compilation_overlap_gives_the_same_run():
+    train, validation = regression_data()
+    results = [SBITrainer(REGRESSION, progress=False, overlap_compilation=overlap).fit(
+        regression_model(), train_loss=noisy_mse, eval_loss=mse_eval, train_data=train,
+        validation_data=validation, validation_diagnostics=lambda m, p, o: {"d": mse_eval(m, p, o)})
+        for overlap in (False, True)]
+    assert results[0].history["validation_loss"] == results[1].history["validation_loss"]
+    assert results[0].history["d"] == results[1].history["d"]
 
 
 class FakeStore:
