@@ -95,14 +95,18 @@ def register_posterior(options: RegisterOptions) -> dict[str, Any]:
 
     data_dir = options.data_dir or default_data_dir()
     service = MlflowService.create(options.tracking_uri, data_dir)
-    with service.active_run(options.run_id):
-        info = log_pyfunc(options.model_dir)
-    version = registry.register_version(service, info.model_uri, options.model_name, options.tags)
-    decision = registry.promote(service, options.model_name, str(version.version), options.metrics,
-                                options.rule, Path(data_dir) / "locks")
-    return {"model_name": options.model_name, "version": str(version.version),
-            "model_uri": info.model_uri, "promoted": decision.promote, "reason": decision.reason,
-            "compared_to": decision.champion_version}
+
+    def log_model() -> str:
+        with service.active_run(options.run_id):
+            return log_pyfunc(options.model_dir).model_uri
+
+    # Resumes a registration of the same data and config that a killed process left unfinished.
+    done = registry.register_and_promote(service, options.model_name, options.tags, options.metrics,
+                                         options.rule, Path(data_dir) / "locks", log_model)
+    return {"model_name": options.model_name, "version": str(done.version.version),
+            "model_uri": done.version.source,
+            "promoted": done.decision.promote, "reason": done.decision.reason,
+            "compared_to": done.decision.champion_version, "resumed": done.resumed}
 
 
 def _result(status: str, **fields: Any) -> dict[str, Any]:

@@ -69,3 +69,11 @@ def test_a_crash_between_register_and_promote_leaves_aliases_consistent(service,
     assert find_version(service, name, "b" * 64, "c" * 64) is None  # the next retrain registers again
     assert str(find_version(service, name, "a" * 64, "c" * 64).version) == str(first.version)
     assert str(orphan.version) == "2"
+    # The next registration of the same data and config resumes the orphan instead of adding v3.
+    from flows.registry import register_and_promote
+
+    done = register_and_promote(service, name, version_tags("b" * 64, "c" * 64, metrics), metrics,
+                                PromotionRule(), tmp_path, log_model=lambda: pytest.fail("logged again"))
+    assert done.resumed and str(done.version.version) == "2" and not done.decision.promote
+    assert str(alias_version(client, name, CHALLENGER).version) == "2"
+    assert str(find_version(service, name, "b" * 64, "c" * 64).version) == "2"

@@ -29,6 +29,12 @@ def count() -> int:
     return _STATE["count"]
 
 
+def event(what: str) -> None:
+    """Count one mutation made outside the file system (e.g. an SQL write); kill point like the rest."""
+    if _STATE["root"] is not None:
+        _event(what)
+
+
 def _under_root(path, dir_fd=None) -> bool:
     if dir_fd is not None:
         return True  # fd-relative calls come from shutil.rmtree of a directory we track
