@@ -92,3 +92,40 @@ def test_gradients_reach_every_encoder_parameter():
 def test_bad_encoder_config_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EncoderConfig(**kwargs)
+
+
+def _conv1d_reference_call(enc, values, uncertainties, mask):
+    """The Conv1dBlockEncoder forward as it was before im2col: ``eqx.nn.Conv1d`` applied directly."""
+    from sbi_core.encoders import _channels
+
+    h = _channels(values, uncertainties, mask)
+    for conv in enc.convs:
+        h = jax.nn.gelu(conv(h))
+    return enc.head(h.reshape(-1))
+
+
+@pytest.mark.parametrize("length", [17, 40, 233])
+def test_conv1d_im2col_matches_the_convolution(length):
+    """Same architecture and parameter shapes; outputs and gradients equal the eqx.nn.Conv1d path."""
+    from sbi_core.encoders import Conv1dBlockEncoder, conv1d_im2col
+
+    enc = Conv1dBlockEncoder(3, length, 6, 32, 32, key=jax.random.PRNGKey(3))
+    assert [c.weight.shape for c in enc.convs][0] == (8, 3, 5)
+    rng = np.random.default_rng(length)
+    values = jnp.asarray(rng.standard_normal((7, length)), jnp.float32)
+    unc = jnp.asarray(rng.uniform(0.1, 2.0, (7, length)), jnp.float32)
+    mask = jnp.asarray(rng.uniform(size=(7, length)) > 0.2)
+    for conv in enc.convs:
+        h = jnp.asarray(rng.standard_normal((conv.in_channels, length)), jnp.float32)
+        np.testing.assert_allclose(conv1d_im2col(conv, h), conv(h), rtol=1e-5, atol=1e-5)
+    new = jax.jit(jax.vmap(enc))(values, unc, mask)
+    ref = jax.jit(jax.vmap(lambda v, u, m: _conv1d_reference_call(enc, v, u, m)))(values, unc, mask)
+    np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-5)
+
+    def loss(model, fn):
+        return jnp.sum(jax.vmap(lambda v, u, m: fn(model, v, u, m))(values, unc, mask) ** 2)
+
+    g_new = eqx.filter_grad(lambda m: loss(m, lambda e, v, u, k: e(v, u, k)))(enc)
+    g_ref = eqx.filter_grad(lambda m: loss(m, _conv1d_reference_call))(enc)
+    for a, b in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
