@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,8 +85,10 @@ def _as_int(value: Any, name: str) -> int:
         return int(value)
     if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+    # ASCII digits only, and not too many: str.isdigit() also accepts "²", lstrip("-") accepts
+    # "--5", and int() refuses > 4300 digits; each raised a ValueError that did not name the param.
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,30}\s*", value):
+        return int(value)
     raise RequestError(f"param {name!r} must be an integer, got {value!r}")
 
 
@@ -96,6 +99,8 @@ def parse_params(params: Mapping[str, Any] | None, default_seed: int = 0) -> tup
         RequestError: ``num_samples`` not in ``[1, $SBI_OPS_MAX_NUM_SAMPLES]`` or ``seed`` not in
             ``[0, 2**32 - 1]``.
     """
+    if params is not None and not isinstance(params, Mapping):
+        raise RequestError(f"params must be a mapping of name to value, got {type(params).__name__}")
     params = dict(params or {})
     limit = env_limit(MAX_NUM_SAMPLES_ENV, DEFAULT_MAX_NUM_SAMPLES)
     raw = params.get("num_samples")
@@ -117,8 +122,9 @@ def _cell_array(value: Any, row: int, column: str, length: int) -> np.ndarray:
                            f"got {type(value).__name__} {str(value)[:40]!r}")
     try:
         array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise RequestError(f"row {row}, column {column!r}: expected a list of {length} numbers") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
+        raise RequestError(f"row {row}, column {column!r}: expected a list of {length} numbers "
+                           "(each within the float64 range)") from None
     if array.ndim != 1 or array.shape[0] != length:
         raise RequestError(f"row {row}, column {column!r}: expected {length} values, got shape "
                            f"{list(array.shape)}")
