@@ -68,9 +68,10 @@ def space_for(store: Any) -> str:
 
 def fm_options(args: argparse.Namespace, space: str = "unconstrained") -> dict[str, Any]:
     return dict(embedding_dim=64, parameter_space=space, hidden_dim=args.hidden_dim, num_velocity_layers=args.layers,
-                num_epochs=args.epochs, batch_size=256, learning_rate=1e-3, use_cosine_schedule=True,
-                early_stopping_patience=args.patience, progress=False,
-                time_prior_exponent=args.time_prior_exponent, sigma_min=args.sigma_min)
+                num_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                use_cosine_schedule=True, early_stopping_patience=args.patience, progress=False,
+                time_prior_exponent=args.time_prior_exponent, sigma_min=args.sigma_min,
+                velocity_network=args.velocity_network)
 
 
 def timed(fn, *a, **k) -> tuple[Any, float]:
@@ -197,6 +198,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--num-observations", type=int, default=5)
     p.add_argument("--num-samples", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=256, help="flow-matching batch size")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="flow-matching peak learning rate")
+    p.add_argument("--velocity-network", default="residual", help="'mlp' or 'residual' (flow matching)")
     p.add_argument("--time-prior-exponent", type=float, default=0.0)
     p.add_argument("--sigma-min", type=float, default=0.0)
     p.add_argument("--no-spline-baseline", dest="spline_baseline", action="store_false")
