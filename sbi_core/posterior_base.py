@@ -15,6 +15,7 @@ documented call; ``sample_posterior`` returns draws in the configured ``paramete
 from __future__ import annotations
 
 import abc
+import functools
 import importlib
 import platform
 from collections.abc import Mapping, Sequence
@@ -124,6 +125,20 @@ class PosteriorEstimator(abc.ABC):
         """Restore a saved estimator from disk."""
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled_transform():
+    """``transform.transform_and_log_det(x, source, target)`` as one compiled call.
+
+    Run eagerly it dispatched one small XLA kernel per elementwise op and parameter column
+    (~5 ms for 10,000 two-parameter draws, 15% of the one-observation sampling path); compiled,
+    it is one fused kernel per (transform, shape, spaces), cached for the process. Same float32
+    arithmetic either way (JAX without x64 computes the eager path in float32 too).
+    """
+    import equinox as eqx
+
+    return eqx.filter_jit(lambda transform, x, source, target: transform.transform_and_log_det(x, source, target))
+
+
 def _library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in ("sbi_core", "numpy", "jax", "jaxlib", "equinox", "optax"):
@@ -222,7 +237,7 @@ class PersistentPosteriorEstimator(PosteriorEstimator):
             return samples
         transform = self._require_transform("to_physical")
         x = np.asarray(samples.samples, dtype=np.float64)
-        y, log_det = transform.transform_and_log_det(x, space, "physical")
+        y, log_det = _compiled_transform()(transform, x, space, "physical")
         log_q = None
         if samples.log_probabilities is not None:
             log_q = np.asarray(samples.log_probabilities) - np.asarray(log_det)
