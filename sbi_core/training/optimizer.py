@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from sbi_core.configs import OptimizationConfig
@@ -93,4 +94,5 @@ def build_optimizer(
 def learning_rates_at(schedule: optax.Schedule, steps: list[int]) -> list[float]:
     """Evaluate ``schedule`` at many steps in one compiled call (for the per-epoch history)."""
     values = jax.jit(jax.vmap(schedule))(jnp.asarray(steps, dtype=jnp.int32))
-    return [float(v) for v in values]
+    # One host copy: iterating the device array would compile and run an ``unstack`` first.
+    return [float(v) for v in np.asarray(values)]
