@@ -37,7 +37,6 @@ class SbiPosteriorModel(PythonModel):
         from flows.pyfunc_io import block_columns, example_frame
 
         self.posterior = PersistentPosteriorEstimator.load(context.artifacts[POSTERIOR_ARTIFACT])
-        self._converter = False  # built (and compiled by the warm-up below) for this posterior
         self.columns = block_columns(observation_schema_from_payload(self.posterior.observation_schema))
         self.predict(context, example_frame(self.columns), params=None)
 
@@ -84,32 +83,10 @@ class SbiPosteriorModel(PythonModel):
         encoded = posterior.batch_encode_observation(blocks)
         embeddings = np.stack([np.asarray(e.embedding, np.float32) for e in encoded])
         draws = np.asarray(posterior.batch_sample_posterior(embeddings, bucket(num_samples), base_seed=seed))
-        flat = draws.reshape(-1, draws.shape[-1])
-        converter = self._physical_converter()
-        if converter is None:
-            physical = np.asarray(posterior.to_physical(
-                PosteriorSamples(samples=flat, metadata={"parameter_space": posterior.parameter_space})).samples)
-        else:
-            physical = np.asarray(converter(flat))
-        return samples_frame(physical.reshape(draws.shape)[:len(rows), :num_samples], posterior.parameter_names)
-
-    def _physical_converter(self) -> Any:
-        """A jitted ``draws -> physical units`` (the posterior's own transform), built once.
-
-        ``to_physical`` runs the transform op by op (eager JAX: ~2-10 ms per request for 1,000
-        draws on a busy 2-core machine); compiled it is ~0.05 ms, with the same float32 values.
-        None when there is nothing to convert or no transform (``to_physical`` then decides).
-        """
-        if getattr(self, "_converter", False) is not False:
-            return self._converter
-        import jax
-
-        space = self.posterior.parameter_space
-        transform = getattr(self.posterior, "parameter_transform", None)
-        self._converter = None
-        if space != "physical" and transform is not None:
-            self._converter = jax.jit(lambda x: transform.transform(x, space, "physical"))
-        return self._converter
+        flat = PosteriorSamples(samples=draws.reshape(-1, draws.shape[-1]),
+                                metadata={"parameter_space": posterior.parameter_space})
+        physical = np.asarray(posterior.to_physical(flat).samples).reshape(draws.shape)
+        return samples_frame(physical[:len(rows), :num_samples], posterior.parameter_names)
 
 
 mlflow.models.set_model(SbiPosteriorModel())
