@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.events import emit_event
+from sbi_core.metadata_checksum import SIDECAR_NAME
 
 from flows import registry, tasks
 from flows.options import (
@@ -69,8 +70,9 @@ def train_posterior(options: TrainOptions) -> dict[str, Any]:
     """Train (or reuse the cached model for the same fingerprint and config)."""
     model_dir = model_dir_for(options)
     train = tasks.train_task
-    if not (model_dir / "metadata.json").is_file():
-        # A cache record pointing at a deleted model directory must not be reused.
+    if not all((model_dir / name).is_file() for name in ("metadata.json", SIDECAR_NAME)):
+        # A cache record pointing at a deleted model directory must not be reused, nor one saved
+        # before metadata.json had its checksum sidecar (it would no longer load).
         train = train.with_options(refresh_cache=True)
     state = train(str(options.store), dict(options.estimator_config), str(model_dir),
                   options.fingerprint, config_hash(options.estimator_config), return_state=True)
