@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from sbi_core.spaces import transform_and_log_det_compiled
 from sbi_core.training import InMemoryData, StreamingData
 
 __all__ = ["make_prepare", "standardization_from", "build_data"]
@@ -50,7 +51,7 @@ def make_prepare(transform: Any, flow_space: str, preprocessor: Any | None) -> C
                     "the store has no parameter priors, so parameters cannot be mapped to "
                     f"{flow_space!r} space; use parameter_space='physical'"
                 )
-            x = np.asarray(transform.transform(x, "physical", flow_space), np.float64)
+            x = np.asarray(transform_and_log_det_compiled(transform, x, "physical", flow_space)[0], np.float64)
         obs = observations if preprocessor is None else preprocessor.apply(observations)
         return x.astype(np.float32), _float32_leaves(obs)
 

@@ -35,7 +35,8 @@ from jaxtyping import Array, ArrayLike, Float
 
 from sbi_core.priors import AbstractPrior
 
-__all__ = ["ParameterSpaceName", "PARAMETER_SPACES", "ParameterTransform", "check_space_name"]
+__all__ = ["ParameterSpaceName", "PARAMETER_SPACES", "ParameterTransform", "check_space_name",
+           "transform_and_log_det_compiled"]
 
 ParameterSpaceName = Literal["physical", "cube", "unconstrained"]
 PARAMETER_SPACES: tuple[str, ...] = get_args(ParameterSpaceName)
@@ -181,3 +182,25 @@ class ParameterTransform(eqx.Module):
         keys = jax.random.split(key, self.dim)
         x = jnp.stack([p.sample(k, (n,)) for k, p in zip(keys, self.priors)], axis=-1)
         return self.transform(x, "physical", space)
+
+
+@eqx.filter_jit
+def _transform_and_log_det_kernel(transform: ParameterTransform, x: Array, source: str, target: str):
+    return transform.transform_and_log_det(x, source, target)
+
+
+def transform_and_log_det_compiled(
+    transform: ParameterTransform, x: Float[ArrayLike, "*batch P"], source: str, target: str
+) -> tuple[Float[Array, "*batch P"], Float[Array, "*batch"]]:
+    """:meth:`ParameterTransform.transform_and_log_det` as one compiled call.
+
+    For host-side callers (``to_physical``, training-data preparation): run eagerly, the
+    transform dispatches (and, for every new shape, compiles) one small XLA kernel per
+    elementwise op and parameter column -- 1.4 s for 9,000 two-parameter rows on a loaded 2-core
+    machine, ~5 ms for 10,000 draws once warm. Compiled, it is one fused kernel per (priors,
+    shape, spaces), cached for the process. Values agree with the eager path to float32
+    rounding (identical for uniform priors; fused exp/log may differ by a few ulp).
+    """
+    check_space_name(source, argument="source")
+    check_space_name(target, argument="target")
+    return _transform_and_log_det_kernel(transform, x, source, target)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sbi_core.posterior_base import _compiled_transform
 from sbi_core.priors import LogUniformPrior, NormalPrior, UniformPrior
-from sbi_core.spaces import ParameterTransform
+from sbi_core.spaces import ParameterTransform, _transform_and_log_det_kernel, transform_and_log_det_compiled
 
 TRANSFORM = ParameterTransform([UniformPrior(-1.0, 1.0), LogUniformPrior(1e-3, 10.0), NormalPrior(0.5, 2.0)])
 
@@ -17,7 +16,7 @@ def test_compiled_transform_matches_the_eager_transform(space):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2000, 3)) * 4 if space == "unconstrained" else rng.uniform(size=(2000, 3))
     y_eager, ld_eager = map(np.asarray, TRANSFORM.transform_and_log_det(x, space, "physical"))
-    y, ld = map(np.asarray, _compiled_transform()(TRANSFORM, x, space, "physical"))
+    y, ld = map(np.asarray, transform_and_log_det_compiled(TRANSFORM, x, space, "physical"))
     assert y.dtype == y_eager.dtype == np.float32
     # Fused float32 exp/log may round differently by a few ulp; nothing more.
     np.testing.assert_allclose(y, y_eager, rtol=1e-5, atol=1e-6)
@@ -26,10 +25,11 @@ def test_compiled_transform_matches_the_eager_transform(space):
 
 
 def test_compiled_transform_compiles_once_per_shape():
-    fn = _compiled_transform()
     x = np.full((7, 3), 0.25)
-    fn(TRANSFORM, x, "cube", "physical")
-    before = fn._cached._cache_size()
+    transform_and_log_det_compiled(TRANSFORM, x, "cube", "physical")
+    before = _transform_and_log_det_kernel._cached._cache_size()
     for _ in range(3):
-        fn(TRANSFORM, x + 0.1, "cube", "physical")
-    assert fn._cached._cache_size() == before
+        transform_and_log_det_compiled(TRANSFORM, x + 0.1, "cube", "physical")
+    assert _transform_and_log_det_kernel._cached._cache_size() == before
+    with pytest.raises(ValueError, match="unknown parameter space"):
+        transform_and_log_det_compiled(TRANSFORM, x, "cube", "latent")
