@@ -12,7 +12,7 @@
    The cap is recorded with every row, and the table says whether early stopping or the cap
    ended training.
 2. **Time per epoch vs batch size**: the same model on one store (``batch_store`` simulations),
-   a fixed number of epochs per batch size; median epoch time over the epochs after the first
+   a fixed number of epochs per batch size (8); median epoch time over the epochs after the first
    (compilation), and training samples per second.
 3. **Peak memory vs store size, store larger than the memory budget** (streaming path, target
    flat): ``bench_input_pipeline.peak_memory_curve`` (a fresh child per store streams one
@@ -54,7 +54,7 @@ FULL: dict[str, Any] = {
     "sizes": [1_000, 10_000, 100_000, 1_000_000],
     "epoch_caps": {"1000": 300, "10000": 300, "100000": 40, "1000000": 6},
     "num_test": 20, "c2st_observations": 5, "c2st_samples": 2000, "c2st_max_samples": 2000,
-    "batch_sizes": [64, 128, 256, 512, 1024, 2048], "batch_store": 20_000, "batch_epochs": 4,
+    "batch_sizes": [64, 128, 256, 512, 1024, 2048], "batch_store": 20_000, "batch_epochs": 8,
     "memory_mode": "medium", "model_overrides": {},
 }
 QUICK: dict[str, Any] = {
@@ -173,7 +173,10 @@ def plot(results: dict[str, Any], plot_dir: Path, suffix: str = "") -> list[str]
     import matplotlib.pyplot as plt
 
     written = []
-    title = f"(load avg {results['machine'].get('load_average_at_start', ['?'])[0]}, 2 shared cores)"
+    loads = [r["load_average"][0] for part in ("simulations", "batch_size") for r in results.get(part) or []]
+    loads += [results["memory"]["load_average"][0]] if results.get("memory") else []
+    title = (f"(1-min load average {min(loads):.1f}-{max(loads):.1f} on {results['machine'].get('cpu_count')} shared cores)"
+             if loads else "")
     sims = results.get("simulations")
     if sims:
         n = [r["num_simulations"] for r in sims]
@@ -226,6 +229,11 @@ def _save(fig: Any, path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ report
+def _loads(values: Any) -> str:
+    """A load-average triple as ``1.2 / 3.4 / 5.6`` (1, 5, 15 minutes)."""
+    return " / ".join(f"{float(v):.1f}" for v in values) if values else "n/a"
+
+
 def _f(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "n/a"
@@ -242,20 +250,29 @@ def markdown_lines(results: dict[str, Any], heading: str = "#") -> list[str]:
     if "error" in results:
         return lines + [f"failed: `{results['error']}`", ""]
     m = results.get("machine", {})
-    lines += [f"- machine: {m.get('cpu_count')} cores; load average at start {m.get('load_average_at_start')}, "
-              f"at end {m.get('load_average_at_end')}; plots: {', '.join(Path(p).name for p in results.get('plots', []))}", ""]
+    lines += [f"- machine: {m.get('cpu_count')} cores; load average at start {_loads(m.get('load_average_at_start'))}, "
+              f"at end {_loads(m.get('load_average_at_end'))}; plots: {', '.join(Path(p).name for p in results.get('plots', []))}", ""]
+    if results.get("previous_run_machine"):
+        prev = results["previous_run_machine"]
+        lines += [f"- parts not rerun come from an earlier run (commit {str(prev.get('git_commit'))[:7]}, load average "
+                  f"at start {_loads(prev.get('load_average_at_start'))}); every row carries its own load average", ""]
     sims = results.get("simulations")
     if sims:
         lines += [f"Training time and C2ST vs simulations ({TASK}; recipe of the posterior suites, spline flow; "
                   f"C2ST on {results['settings'].get('c2st_observations')} test observations x "
                   f"{results['settings'].get('c2st_samples')} draws; epochs capped per size, schedule fitted to the cap):", "",
-                  "| simulations | epoch cap | epochs run | ended by | steps/epoch | s/epoch | fit() wall (s) | C2ST | load avg |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| simulations | epoch cap | epochs run | ended by | steps/epoch | s/epoch | first epoch (s, compiles) "
+                  "| fit() wall (s) | C2ST | load avg |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in sims:
             lines.append(f"| {_f(r['num_simulations'])} | {r['epoch_cap']} | {r['epochs']} | {r['ended_by']} | "
-                         f"{_f(r['steps_per_epoch'])} | {_f(r['seconds_per_epoch'])} | {_f(r['fit_wall_s'])} | "
+                         f"{_f(r['steps_per_epoch'])} | {_f(r['seconds_per_epoch'])} | {_f(r.get('first_epoch_s'))} | "
+                         f"{_f(r['fit_wall_s'])} | "
                          f"{_f(r['c2st'])} | {_f(r['load_average'][0])} |")
-        lines.append("")
+        first = sims[0]
+        lines += ["", f"- at {_f(first['num_simulations'])} simulations the first epoch (compilation) is "
+                      f"{_f(first.get('first_epoch_s'))} of {_f(first['fit_wall_s'])} s; rows ended by the epoch cap "
+                      "show what that budget buys, not the converged C2ST", ""]
     batch = results.get("batch_size")
     if batch:
         lines += [f"Time per epoch vs batch size ({_f(batch[0]['train_rows'])} training rows, "
@@ -265,7 +282,11 @@ def markdown_lines(results: dict[str, Any], heading: str = "#") -> list[str]:
         for r in batch:
             lines.append(f"| {r['batch_size']} | {_f(r['steps_per_epoch'])} | {_f(r['seconds_per_epoch'])} | "
                          f"{_f(r['train_samples_per_s'])} | {_f(r['first_epoch_s'])} | {_f(r['load_average'][0])} |")
-        lines.append("")
+        epochs = [r["seconds_per_epoch"] for r in batch]
+        lines += ["", f"- seconds per epoch span {_f(min(epochs))}-{_f(max(epochs))} s over a {batch[-1]['batch_size'] // batch[0]['batch_size']}x "
+                      "range of batch sizes: an epoch is one compiled scan, so its cost follows the number of samples, "
+                      "not of steps; on a loaded machine the differences between rows are within run-to-run noise "
+                      "(no trend claimed unless the load average is below the core count)", ""]
     mem = results.get("memory")
     if mem and mem.get("rows"):
         budget = mem["rows"][0]["memory_budget_bytes"] / 2**20
@@ -275,8 +296,12 @@ def markdown_lines(results: dict[str, Any], heading: str = "#") -> list[str]:
         for r in mem["rows"]:
             lines.append(f"| {_f(r['store_bytes_train'] / 2**20)} | {r['streamed']} | "
                          f"{_f(r['peak_minus_baseline_rss_bytes'] / 2**20)} | {_f(r['peak_rss_bytes'] / 2**20)} |")
+        first, last = mem["rows"][0], mem["rows"][-1]
         lines += ["", f"- store grew {_f(mem['store_size_ratio'])}x, peak above baseline grew "
-                      f"{_f(mem['peak_growth_largest_over_smallest'])}x", ""]
+                      f"{_f(mem['peak_growth_largest_over_smallest'])}x "
+                      f"({_f(first['peak_minus_baseline_rss_bytes'] / 2**20)} -> {_f(last['peak_minus_baseline_rss_bytes'] / 2**20)} MiB "
+                      f"with a {budget:g} MiB budget): bounded by the budget plus the prefetched batches, "
+                      "not by the store", ""]
     return lines
 
 
@@ -306,6 +331,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot_dir = args.plot_dir or output.parent
     args.work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"settings": settings, "machine": machine_info()}
+    if set(args.parts) != set(PARTS) and output.exists():
+        # A partial rerun keeps the other parts of the previous results (each row has its load).
+        previous = json.loads(output.read_text())
+        if previous.get("settings", {}).get("quick") == args.quick:
+            results.update({part: previous[part] for part in PARTS if part in previous and part not in args.parts})
+            results["previous_run_machine"] = previous.get("machine")
     start = time.perf_counter()
 
     def write() -> None:

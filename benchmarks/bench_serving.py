@@ -18,8 +18,9 @@ Where the time goes: the same request is replayed in this process through MLflow
 function (``mlflow.pyfunc.scoring_server.invocations``) and step by step: JSON request parsing
 and schema enforcement, our request parsing (``parse_frame``), encoding, sampling, conversion to
 physical units, building the output DataFrame and MLflow's JSON serialisation of the response.
-Medians over repeats after warm-up; the HTTP + server overhead is the server's p50 at one client
-minus the in-process ``invocations`` median.
+Medians over repeats after warm-up, steps timed round-robin; the HTTP + server overhead is
+measured by alternating HTTP requests with in-process ``invocations`` calls (same load for both)
+and taking the difference of their medians.
 
 Results: ``benchmarks/results-serving.json`` and ``benchmarks/results-serving.md``
 (``--quick``: ``results-serving-quick.*``, tiny sizes whose numbers mean nothing). Scratch
@@ -31,6 +32,7 @@ Results: ``benchmarks/results-serving.json`` and ``benchmarks/results-serving.md
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import os
@@ -228,19 +230,13 @@ def summarise(ms: np.ndarray, wall_s: float) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------- breakdown
-def _median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+def breakdown(model: dict[str, Any], body: bytes, repeats: int) -> tuple[dict[str, Any], Any]:
+    """Median ms of each step of one request, replayed in this process (no HTTP).
 
-
-def breakdown(model: dict[str, Any], body: bytes, repeats: int) -> dict[str, Any]:
-    """Median ms of each step of one request, replayed in this process (no HTTP)."""
+    The steps are timed round-robin (every repeat runs each step once) so that a change of the
+    machine's load during the measurement affects all of them alike; the young generation is
+    collected (untimed) before each step, so a collection lands in the step whose allocations caused it.
+    """
     import mlflow
     from io import StringIO
 
@@ -258,51 +254,85 @@ def breakdown(model: dict[str, Any], body: bytes, repeats: int) -> dict[str, Any
     inner = pyfunc.unwrap_python_model()
     posterior = inner.posterior
     text = body.decode()
-    out: dict[str, Any] = {"model_load_and_warmup_s": load_s}
-
-    out["mlflow_invocations_total_ms"] = _median_ms(lambda: ss.invocations(text, "application/json", pyfunc, schema),
-                                                   repeats)
     parsed = ss._parse_json_data(text, pyfunc.metadata, schema)
-    out["mlflow_json_parse_ms"] = _median_ms(lambda: ss._parse_json_data(text, pyfunc.metadata, schema), repeats)
-    out["mlflow_pyfunc_predict_ms"] = _median_ms(lambda: pyfunc.predict(parsed.data, params=parsed.params), repeats)
     frame = _enforced_frame(pyfunc, inner, parsed)
-    out["model_predict_ms"] = _median_ms(lambda: inner.predict(None, frame, params=parsed.params), repeats)
     rows = parse_frame(frame, inner.columns)
     num_samples, seed = parse_params(parsed.params, default_seed=int(posterior.seed))
-    out["parse_frame_ms"] = _median_ms(lambda: parse_frame(frame, inner.columns), repeats)
     blocks = [observation_blocks(r, inner.columns) for r in rows]
     # The served model's own row padding (8 before the smallest bucket became 1).
     smallest = getattr(sys.modules.get(type(inner).__module__), "ROW_BUCKET_SMALLEST", 8)
     padded_rows = bucket(len(blocks), smallest=smallest)
     padded = blocks + [blocks[0]] * (padded_rows - len(blocks))
-    out["encode_ms"] = _median_ms(lambda: posterior.batch_encode_observation(padded), repeats)
     embeddings = np.stack([np.asarray(e.embedding, np.float32) for e in posterior.batch_encode_observation(padded)])
     n_padded = bucket(num_samples)
-    out["sample_ms"] = _median_ms(lambda: posterior.batch_sample_posterior(embeddings, n_padded, base_seed=seed),
-                                  repeats)
     eight = np.repeat(embeddings[:1], 8, axis=0)
-    out["sample_8_rows_ms"] = _median_ms(lambda: posterior.batch_sample_posterior(eight, n_padded, base_seed=seed),
-                                         repeats)
     draws = np.asarray(posterior.batch_sample_posterior(embeddings, n_padded, base_seed=seed))
+    flat = draws.reshape(-1, draws.shape[-1])
 
     def physical():
-        flat = PosteriorSamples(samples=draws.reshape(-1, draws.shape[-1]),
-                                metadata={"parameter_space": posterior.parameter_space})
-        return np.asarray(posterior.to_physical(flat).samples).reshape(draws.shape)
+        samples = PosteriorSamples(samples=flat, metadata={"parameter_space": posterior.parameter_space})
+        return np.asarray(posterior.to_physical(samples).samples).reshape(draws.shape)
 
-    out["to_physical_ms"] = _median_ms(physical, repeats)
     phys = physical()
-    out["samples_frame_ms"] = _median_ms(
-        lambda: samples_frame(phys[:len(rows), :num_samples], posterior.parameter_names), repeats)
     result = inner.predict(None, frame, params=parsed.params)
-    out["mlflow_json_response_ms"] = _median_ms(lambda: ss.predictions_to_json(result, StringIO()), repeats)
+    steps = {
+        "mlflow_invocations_total_ms": lambda: ss.invocations(text, "application/json", pyfunc, schema),
+        "mlflow_json_parse_ms": lambda: ss._parse_json_data(text, pyfunc.metadata, schema),
+        "mlflow_pyfunc_predict_ms": lambda: pyfunc.predict(parsed.data, params=parsed.params),
+        "model_predict_ms": lambda: inner.predict(None, frame, params=parsed.params),
+        "parse_frame_ms": lambda: parse_frame(frame, inner.columns),
+        "encode_ms": lambda: posterior.batch_encode_observation(padded),
+        "sample_ms": lambda: posterior.batch_sample_posterior(embeddings, n_padded, base_seed=seed),
+        "sample_8_rows_ms": lambda: posterior.batch_sample_posterior(eight, n_padded, base_seed=seed),
+        "to_physical_ms": physical,
+        "samples_frame_ms": lambda: samples_frame(phys[:len(rows), :num_samples], posterior.parameter_names),
+        "mlflow_json_response_ms": lambda: ss.predictions_to_json(result, StringIO()),
+    }
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(2):
+        for fn in steps.values():
+            fn()
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            gc.collect(0)  # untimed: a collection the previous step's garbage triggers is not charged here
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    out: dict[str, Any] = {"model_load_and_warmup_s": load_s}
+    out.update({name: 1000.0 * statistics.median(values) for name, values in times.items()})
     buffer = StringIO()
     ss.predictions_to_json(result, buffer)
     out["response_bytes"] = len(buffer.getvalue())
     out["request_bytes"] = len(body)
     out["padded_rows"], out["padded_num_samples"] = padded_rows, n_padded
     out["draws_computed"], out["draws_returned"] = padded_rows * n_padded, len(rows) * num_samples
-    return out
+    return out, steps["mlflow_invocations_total_ms"]
+
+
+def paired_overhead(host: str, port: int, body: bytes, replay: Any, repeats: int) -> dict[str, Any]:
+    """HTTP request and in-process ``invocations`` alternated, so both see the same load.
+
+    The difference of their medians is what HTTP, uvicorn/FastAPI and MLflow's thread hand-off
+    add to one request.
+    """
+    conn = http.client.HTTPConnection(host, port, timeout=300)
+    http_ms, local_ms = [], []
+    for _ in range(2):
+        _post(conn, body)
+        replay()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _post(conn, body)
+        http_ms.append(1000.0 * (time.perf_counter() - t0))
+        gc.collect(0)
+        t0 = time.perf_counter()
+        replay()
+        local_ms.append(1000.0 * (time.perf_counter() - t0))
+        gc.collect(0)
+    conn.close()
+    return {"repeats": repeats, "http_p50_ms": statistics.median(http_ms), "in_process_p50_ms": statistics.median(local_ms),
+            "overhead_ms": statistics.median(http_ms) - statistics.median(local_ms),
+            "load_average": list(os.getloadavg())}
 
 
 def _enforced_frame(pyfunc: Any, inner: Any, parsed: Any) -> Any:
@@ -338,7 +368,7 @@ def run(settings: dict[str, Any], work: Path) -> dict[str, Any]:
     results["model"] = {k: v for k, v in model.items() if k != "observation"}
     body = request_body(model["observation"], settings["num_samples"])
     log("in-process breakdown of one request")
-    results["breakdown_ms"] = breakdown(model, body, settings["breakdown_repeats"])
+    results["breakdown_ms"], replay = breakdown(model, body, settings["breakdown_repeats"])
     log(f"breakdown: {json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in results['breakdown_ms'].items()})}")
     log("starting the server (sbi-ops serve)")
     start = time.perf_counter()
@@ -355,13 +385,53 @@ def run(settings: dict[str, Any], work: Path) -> dict[str, Any]:
                 f"p95 {level.get('p95_ms', float('nan')):.1f} ms, p99 {level.get('p99_ms', float('nan')):.1f} ms, "
                 f"{level.get('throughput_rps', float('nan')):.1f} req/s, failures {level['num_failures']}")
         results["levels"] = levels
+        log("HTTP vs in-process, alternated")
+        results["paired"] = paired_overhead(host, port, body, replay, settings["breakdown_repeats"])
+        results["http_and_server_overhead_ms"] = results["paired"]["overhead_ms"]
+        log(f"paired: {results['paired']}")
     one = next((lv for lv in levels if lv["clients"] == 1), None)
     if one and "p50_ms" in one:
-        results["http_and_server_overhead_ms"] = one["p50_ms"] - results["breakdown_ms"]["mlflow_invocations_total_ms"]
         results["target_p50_ms"] = LATENCY_TARGET_MS
         results["target_met_at_1_client"] = one["p50_ms"] <= LATENCY_TARGET_MS
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    results["notes"] = findings(results)
     return results
+
+
+def findings(results: dict[str, Any]) -> list[str]:
+    """Where the time goes, in words, from the measured numbers of this run."""
+    b = results.get("breakdown_ms") or {}
+    total = b.get("mlflow_invocations_total_ms")
+    notes = []
+    if total:
+        parts = {"MLflow's JSON serialisation of the response": b.get("mlflow_json_response_ms"),
+                 "sampling": b.get("sample_ms"), "encoding": b.get("encode_ms"),
+                 "the rest of MLflow's pyfunc wrapper (schema enforcement) and our request handling":
+                     (b.get("mlflow_pyfunc_predict_ms") or 0) - (b.get("sample_ms") or 0) - (b.get("encode_ms") or 0)}
+        ranked = sorted(((v, k) for k, v in parts.items() if v is not None), reverse=True)
+        notes.append("in process, one request costs " + _f(total) + " ms: " +
+                     ", ".join(f"{k} {_f(max(v, 0.0))} ms" for v, k in ranked) + " (medians of separate steps: they "
+                     "need not add up exactly)")
+        notes.append("the response is 1,000 records; MLflow's scoring server turns the DataFrame into a list of "
+                     "dicts and writes it with `json.dump(..., cls=NumpyEncoder)`, i.e. the pure-Python encoder: "
+                     "that cost is MLflow's, outside flows/ (a server of our own, or a one-shot C-encoded "
+                     "`json.dumps`, would remove most of it)")
+    if b.get("sample_8_rows_ms") and b.get("sample_ms"):
+        notes.append(f"fixed here: a one-observation request used to be padded to 8 observations, i.e. 8,192 draws "
+                     f"computed for 1,000 returned (sampling {_f(b['sample_8_rows_ms'])} ms vs {_f(b['sample_ms'])} ms "
+                     "now with rows padded from 1)")
+    if results.get("http_and_server_overhead_ms") is not None:
+        notes.append(f"HTTP + uvicorn/FastAPI + MLflow's thread hand-off (`asyncio.to_thread`) add about "
+                     f"{_f(results['http_and_server_overhead_ms'])} ms at one client (HTTP and in-process requests "
+                     "alternated, difference of medians)")
+    levels = {lv["clients"]: lv for lv in results.get("levels", [])}
+    cores = results.get("machine", {}).get("cpu_count")
+    if total and cores and 8 in levels:
+        notes.append(f"with 4 and 8 clients the server (one uvicorn worker; MLflow runs each request in a thread, "
+                     f"up to {min(32, cores + 4)} at once) is CPU-bound on {cores} cores shared with other work: "
+                     f"at ~{_f(total)} ms of CPU per request the ceiling is ~{_f(1000 * cores / total)} requests/s "
+                     "on an idle machine, so latency grows with the queue")
+    return notes
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -376,6 +446,11 @@ def _rss_mb(pid: int) -> float | None:
 def render(results: dict[str, Any]) -> str:
     """The markdown table of ``results``."""
     return "\n".join(markdown_lines(results)) + "\n"
+
+
+def _loads(values: Any) -> str:
+    """A load-average triple as ``1.2 / 3.4 / 5.6`` (1, 5, 15 minutes)."""
+    return " / ".join(f"{float(v):.1f}" for v in values) if values else "n/a"
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -412,8 +487,8 @@ def markdown_lines(results: dict[str, Any], heading: str = "#") -> list[str]:
               f"- request: {s.get('num_samples')} samples of one observation; clients are threads of the "
               "benchmark process on loopback, one keep-alive connection each, "
               f"{s.get('warmup_per_client')} warm-up request(s) each before timing",
-              f"- machine: {m.get('cpu_count')} cores; load average at start {m.get('load_average_at_start')}, "
-              f"at end {m.get('load_average_at_end')}", "",
+              f"- machine: {m.get('cpu_count')} cores; load average at start {_loads(m.get('load_average_at_start'))}, "
+              f"at end {_loads(m.get('load_average_at_end'))}", "",
               f"| clients | timed requests | p50 (ms) | p95 (ms) | p99 (ms) | mean (ms) | throughput (req/s) | "
               "draws/s | failures | load avg (1 min) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for lv in results.get("levels", []):
@@ -436,9 +511,11 @@ def markdown_lines(results: dict[str, Any], heading: str = "#") -> list[str]:
         lines += ["", "Where the time of one request goes (in process, median of "
                       f"{s.get('breakdown_repeats')} after warm-up; ms):", "", "| step | ms |", "|---|---|"]
         lines += [f"| {label} | {_f(b.get(key))} |" for label, key in BREAKDOWN_ROWS]
-        if results.get("http_and_server_overhead_ms") is not None:
-            lines.append(f"| HTTP + uvicorn/FastAPI + thread hand-off (server p50 at 1 client minus the line above) | "
-                         f"{_f(results['http_and_server_overhead_ms'])} |")
+        pair = results.get("paired")
+        if pair:
+            lines.append(f"| HTTP + uvicorn/FastAPI + thread hand-off: HTTP p50 {_f(pair['http_p50_ms'])} minus in-process "
+                         f"p50 {_f(pair['in_process_p50_ms'])}, alternated ({pair['repeats']} pairs) | "
+                         f"{_f(pair['overhead_ms'])} |")
         lines += ["", f"- draws computed {b.get('draws_computed')} for {b.get('draws_returned')} returned "
                       f"(rows padded to {b.get('padded_rows')}, draws to {b.get('padded_num_samples')}); "
                       f"request {b.get('request_bytes')} bytes, response {b.get('response_bytes')} bytes"]
