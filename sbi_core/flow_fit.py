@@ -25,6 +25,7 @@ from sbi_core.flow_training import (
     trainer_loss,
     typical_uncertainties,
 )
+from sbi_core.flow_posterior import precompile_initialiser
 from sbi_core.posterior_base import TrainingArtifacts
 from sbi_core.preprocessing import ObservationPreprocessor
 from sbi_core.training import SBITrainer
@@ -78,6 +79,8 @@ def run_fit(posterior: Any, dataset: Any, elbo_fn: Callable | None, elbo_samples
     start = time.perf_counter()
     _check_elbo_arguments(posterior, elbo_fn, elbo_samples)
     posterior._cache_dataset_metadata(dataset)
+    # The model initialiser compiles (seconds) while the data are read and prepared.
+    init_compile = precompile_initialiser(posterior, posterior._encoding_schema())
     preprocessor = ObservationPreprocessor.fit(dataset, "train")
     posterior.preprocessing_metadata_payload = preprocessor.to_payload()
     posterior._preprocessor = preprocessor
@@ -85,6 +88,7 @@ def run_fit(posterior: Any, dataset: Any, elbo_fn: Callable | None, elbo_samples
     prepare = make_prepare(posterior.parameter_transform, posterior.flow_space, None if in_graph else preprocessor)
     train, validation, targets, info = build_data(dataset, prepare)
     posterior._standardization = standardization_from(targets)
+    init_compile.join()
     model = posterior._build_model(posterior._encoding_schema())
     train_loss, eval_loss, graph_pre = _losses(posterior, train, preprocessor, elbo_fn, elbo_samples)
     cfg = posterior.configs

@@ -13,7 +13,9 @@ physical units.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import threading
 from dataclasses import dataclass
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -346,23 +348,70 @@ def _init_model(spec: _ModelSpec, key: jax.Array) -> PosteriorModel:
 
 #: Initialisation runs once: compile it without the expensive optimisation passes.
 _INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-_INIT_CACHE: dict[_ModelSpec, tuple[Any, Any]] = {}
+_INIT_CACHE: dict[_ModelSpec, Any] = {}
+_STATIC_CACHE: dict[_ModelSpec, Any] = {}
 
 
-def _init_model_jit(spec: _ModelSpec, key: jax.Array) -> PosteriorModel:
-    """:func:`_init_model` compiled once per spec at low optimisation (3x cheaper to compile)."""
-    cached = _INIT_CACHE.get(spec)
-    if cached is None:
-        shapes = eqx.filter_eval_shape(_init_model, spec, key)
-        static = eqx.filter(shapes, lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct), inverse=True)
-        lowered = jax.jit(lambda k: eqx.filter(_init_model(spec, k), eqx.is_array)).lower(key)
+def _weights_spec(spec: _ModelSpec) -> _ModelSpec:
+    """``spec`` without the standardisation: the initial weights do not depend on it (shift and
+    scale are static fields of the model), so one compiled initialiser serves every store."""
+    unit = (0.0,) * spec.parameter_dim, (1.0,) * spec.parameter_dim
+    return dataclasses.replace(spec, shift=unit[0], scale=unit[1])
+
+
+def _compiled_initialiser(spec: _ModelSpec) -> Any:
+    """The compiled ``key -> weights`` of :func:`_init_model` for ``spec`` (cached)."""
+    weights_spec = _weights_spec(spec)
+    compiled = _INIT_CACHE.get(weights_spec)
+    if compiled is None:
+        key = jax.random.key(0, impl="rbg")
+        # Leaves only: the tree structure carries the (placeholder) standardisation.
+        lowered = jax.jit(lambda k: jax.tree.leaves(eqx.filter(_init_model(weights_spec, k), eqx.is_array))).lower(key)
         try:
             compiled = lowered.compile(compiler_options=_INIT_COMPILER_OPTIONS)
         except Exception:  # noqa: BLE001 - a backend without these options: default compile
             compiled = lowered.compile()
-        cached = _INIT_CACHE[spec] = (compiled, static)
-    compiled, static = cached
-    return eqx.combine(compiled(key), static)
+        compiled = _INIT_CACHE[weights_spec] = compiled
+    return compiled
+
+
+def _init_model_jit(spec: _ModelSpec, key: jax.Array) -> PosteriorModel:
+    """:func:`_init_model` compiled once per structure at low optimisation (3x cheaper to compile).
+
+    The static part (including the standardisation) comes from an abstract evaluation of
+    ``spec`` itself; the weights from the compiled initialiser shared across standardisations.
+    """
+    cached = _STATIC_CACHE.get(spec)
+    if cached is None:
+        shapes = eqx.filter_eval_shape(_init_model, spec, key)
+        is_array = lambda leaf: isinstance(leaf, jax.ShapeDtypeStruct)  # noqa: E731
+        cached = _STATIC_CACHE[spec] = (jax.tree.structure(eqx.filter(shapes, is_array)),
+                                        eqx.filter(shapes, is_array, inverse=True))
+    arrays_def, static = cached
+    return eqx.combine(jax.tree.unflatten(arrays_def, _compiled_initialiser(spec)(key)), static)
+
+
+def precompile_initialiser(posterior: ConditionalFlowPosterior, schema: Any) -> threading.Thread:
+    """Compile ``posterior``'s model initialiser for ``schema`` in a background thread.
+
+    ``fit`` starts this before reading and preparing the training data (the standardisation is
+    not needed for the weights) and joins it before building the model, so the compile overlaps
+    the data preparation. Errors are left to the real call.
+    """
+    spec = _ModelSpec(schema=schema, parameter_dim=posterior.parameter_dim, flow=posterior.configs.flow,
+                      encoder=posterior.configs.encoder, regularization=posterior.configs.regularization,
+                      shift=(0.0,) * posterior.parameter_dim, scale=(1.0,) * posterior.parameter_dim,
+                      flow_space=posterior.flow_space)
+
+    def run() -> None:
+        try:
+            _compiled_initialiser(spec)
+        except Exception:  # noqa: BLE001 - the real call raises it
+            pass
+
+    thread = threading.Thread(target=run, daemon=True, name="sbi-init-compile")
+    thread.start()
+    return thread
 
 
 def constructor_defaults() -> dict[str, Any]:

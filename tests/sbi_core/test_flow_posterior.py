@@ -143,3 +143,31 @@ def test_family_specific_options_accepted_for_their_family():
                              spline_small_bin_regularization_weight=0.1)
     ConditionalFlowPosterior(parameter_dim=2, parameter_space="cube", training_objective="elbo")
     ConditionalFlowPosterior(parameter_dim=2, spectrum_encoder_type="patch", encoder_patch_size=16)
+
+
+def test_model_initialiser_is_shared_across_standardisations():
+    """fit precompiles the initialiser before the standardisation is known: the weights must not
+    depend on it, and must equal a direct initialisation."""
+    import equinox as eqx
+    import jax
+    import numpy as np
+
+    from sbi_core import flow_posterior as fp
+
+    post = ConditionalFlowPosterior(parameter_dim=2, embedding_dim=8, hidden_dim=8, num_coupling_layers=2,
+                                    spectrum_encoder_type="mlp", n_wavelengths=5)
+    fp.precompile_initialiser(post, post._encoding_schema()).join()
+    a = post._build_model(post._encoding_schema(), ((0.5, -1.0), (2.0, 3.0)))
+    b = post._build_model(post._encoding_schema(), ((0.0, 0.0), (1.0, 1.0)))
+    assert (a.shift, a.scale, b.shift, b.scale) == ((0.5, -1.0), (2.0, 3.0), (0.0, 0.0), (1.0, 1.0))
+    spec = fp._ModelSpec(schema=post._encoding_schema(), parameter_dim=2, flow=post.configs.flow,
+                         encoder=post.configs.encoder, regularization=post.configs.regularization,
+                         shift=(0.5, -1.0), scale=(2.0, 3.0), flow_space=post.flow_space)
+    key = jax.random.key(post.seed, impl="rbg")
+    # The initialisation as it was compiled before (per full spec, same compiler options).
+    lowered = jax.jit(lambda k: eqx.filter(fp._init_model(spec, k), eqx.is_array)).lower(key)
+    direct = lowered.compile(compiler_options=fp._INIT_COMPILER_OPTIONS)(key)
+    for x, y, z in zip(jax.tree.leaves(eqx.filter(a, eqx.is_array)), jax.tree.leaves(eqx.filter(b, eqx.is_array)),
+                       jax.tree.leaves(direct)):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
