@@ -60,3 +60,17 @@ def test_scaling_quick_mode_runs_end_to_end(tmp_path):
         "scaling-simulations-quick.png", "scaling-batch-size-quick.png", "scaling-memory-quick.png"}
     assert all((tmp_path / p.rsplit("/", 1)[-1]).stat().st_size > 0 for p in results["plots"])
     assert "Time per epoch vs batch size" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_serving_quick_mode_serves_and_measures(tmp_path):
+    """Tiny model, the real `sbi-ops serve` server on loopback, 1/4/8 clients, the breakdown."""
+    out = tmp_path / "serving.json"
+    results = bench_serving.main(["--quick", "--output", str(out), "--work", str(tmp_path / "work")])
+    assert [lv["clients"] for lv in results["levels"]] == [1, 4, 8]
+    assert all(lv["num_failures"] == 0 and lv["p50_ms"] > 0 for lv in results["levels"])
+    b = results["breakdown_ms"]
+    assert b["padded_rows"] == 1 and b["draws_computed"] == 1024 and b["draws_returned"] == 1000
+    assert results["paired"]["http_p50_ms"] > 0
+    assert "Where the time of one request goes" in out.with_suffix(".md").read_text()
