@@ -1,8 +1,9 @@
 """``ConditionalFlowPosterior.fit``: from a simulation store to a trained, gated model.
 
 Steps: cache the store's task/schema/priors; fit the observation preprocessing on the train
-split; map parameters to flow space and fit its standardisation on the train split; build the
-model for the store's schema; compose the loss (NPE NLL, observation noise, target jitter,
+split (per-sample level centring of spectrum blocks by default, see :mod:`sbi_core.preprocessing`);
+map parameters to flow space and fit its standardisation on the train split; build the model for
+the store's schema plus the preprocessing's derived level blocks; compose the loss (NPE NLL, observation noise, target jitter,
 auxiliary and spline terms, or the ELBO); train with :class:`~sbi_core.training.SBITrainer`
 (in-memory compiled epochs when the split fits) with the stability gate as ``checkpoint_gate``.
 """
@@ -27,7 +28,7 @@ from sbi_core.flow_training import (
 )
 from sbi_core.flow_posterior import precompile_initialiser
 from sbi_core.posterior_base import TrainingArtifacts
-from sbi_core.preprocessing import ObservationPreprocessor
+from sbi_core.preprocessing import ObservationPreprocessor, default_center_blocks, network_schema
 from sbi_core.training import SBITrainer
 
 __all__ = ["run_fit"]
@@ -74,14 +75,19 @@ def _artifacts(result: Any, info: dict[str, Any], wall: float, diagnostics: dict
     return TrainingArtifacts(history=history, validation_metrics=metrics, metadata=metadata)
 
 
-def run_fit(posterior: Any, dataset: Any, elbo_fn: Callable | None, elbo_samples: int) -> TrainingArtifacts:
+def run_fit(posterior: Any, dataset: Any, elbo_fn: Callable | None, elbo_samples: int,
+            center_spectrum_levels: bool = True) -> TrainingArtifacts:
     """Train ``posterior`` on ``dataset``; see the module docstring."""
     start = time.perf_counter()
     _check_elbo_arguments(posterior, elbo_fn, elbo_samples)
     posterior._cache_dataset_metadata(dataset)
+    schema = posterior._encoding_schema()
+    # Level centring of spectrum blocks (on by default): the network also sees the derived
+    # "<block>.level" blocks, known from the schema before the statistics are fitted.
+    center = default_center_blocks(schema) if center_spectrum_levels else ()
     # The model initialiser compiles (seconds) while the data are read and prepared.
-    init_compile = precompile_initialiser(posterior, posterior._encoding_schema())
-    preprocessor = ObservationPreprocessor.fit(dataset, "train")
+    init_compile = precompile_initialiser(posterior, network_schema(schema, center))
+    preprocessor = ObservationPreprocessor.fit(dataset, "train", center_blocks=center)
     posterior.preprocessing_metadata_payload = preprocessor.to_payload()
     posterior._preprocessor = preprocessor
     in_graph = elbo_fn is not None

@@ -44,7 +44,7 @@ from sbi_core.flow_matching.training import build_training_data, run_training
 from sbi_core.observation import EncodedObservation, ObservationBlock, build_observation_block_batch
 from sbi_core.persistence import PosteriorLoadError, PosteriorSaveError, check_finite_tree
 from sbi_core.posterior_base import PersistentPosteriorEstimator, PosteriorSamples, TrainingArtifacts
-from sbi_core.preprocessing import ObservationPreprocessor
+from sbi_core.preprocessing import ObservationPreprocessor, default_center_blocks
 
 __all__ = ["FlowMatchingPosterior"]
 
@@ -194,6 +194,9 @@ class FlowMatchingPosterior(PersistentPosteriorEstimator):
 
     # ------------------------------------------------------------------ model
     def _build_model(self, schema: Any, standardization: Standardization) -> FlowMatchingNetwork:
+        preprocessor = self._preprocessor_object()
+        if preprocessor is not None:  # + the derived level blocks of centred spectra (idempotent)
+            schema = preprocessor.output_schema(schema)
         return FlowMatchingNetwork(
             self.parameter_dim, schema, self.encoder_config, self.flow_matching_config,
             standardization, key=jax.random.PRNGKey(self.seed),
@@ -221,13 +224,17 @@ class FlowMatchingPosterior(PersistentPosteriorEstimator):
         return model.loss(jnp.asarray(batch.parameters), batch.observations, key)
 
     # ------------------------------------------------------------------ training
-    def fit(self, dataset: Any) -> TrainingArtifacts:
+    def fit(self, dataset: Any, *, center_spectrum_levels: bool = True) -> TrainingArtifacts:
         """Train the posterior on a simulation store.
 
         Args:
             dataset: A ``SimulationStore`` (``sbi_core.dataset.open_store``) or a
                 reader with the same interface (``read``/``iter_batches``,
                 ``iter_chunks``, manifest properties).
+            center_spectrum_levels: Subtract each spectrum's per-sample level before the
+                per-element standardisation and feed it as a derived ``"<block>.level"``
+                block (default; ``False``: plain per-element standardisation). Saved with
+                the model.
 
         Returns:
             Training history, validation metrics and trainer metadata.
@@ -236,7 +243,8 @@ class FlowMatchingPosterior(PersistentPosteriorEstimator):
         schema = self._schema_object()
         if schema is None:
             raise ValueError("fit: the dataset has no observation schema (is it a simulation store?)")
-        self._preprocessor = ObservationPreprocessor.fit(dataset, "train")
+        center = default_center_blocks(schema) if center_spectrum_levels else ()
+        self._preprocessor = ObservationPreprocessor.fit(dataset, "train", center_blocks=center)
         self.preprocessing_metadata_payload = self._preprocessor.to_payload()
         data = build_training_data(dataset, self.parameter_transform, self.parameter_space,
                                    self._preprocessor)

@@ -196,6 +196,7 @@ class ConditionalFlowPosterior(FlowPosteriorIOMixin, PersistentPosteriorEstimato
         to be deterministic on one platform).
         """
         shift, scale = standardization or self._standardization
+        schema = self._network_schema(schema)  # + derived blocks of the preprocessing (idempotent)
         spec = _ModelSpec(schema=schema, parameter_dim=self.parameter_dim, flow=self.configs.flow,
                           encoder=self.configs.encoder, regularization=self.configs.regularization,
                           shift=tuple(shift), scale=tuple(scale), flow_space=self.flow_space)
@@ -302,7 +303,7 @@ class ConditionalFlowPosterior(FlowPosteriorIOMixin, PersistentPosteriorEstimato
 
     # ------------------------------------------------------------------ training
     def fit(self, dataset: Any, *, elbo_log_likelihood_fn: Callable | None = None,
-            elbo_num_samples: int = 1) -> TrainingArtifacts:
+            elbo_num_samples: int = 1, center_spectrum_levels: bool = True) -> TrainingArtifacts:
         """Train the posterior on one normalized simulation dataset reader.
 
         Args:
@@ -311,13 +312,16 @@ class ConditionalFlowPosterior(FlowPosteriorIOMixin, PersistentPosteriorEstimato
             elbo_log_likelihood_fn: Required when ``training_objective='elbo'``:
                 ``(theta_cube (B, P), raw observations) -> (B,)`` differentiable log-likelihood.
             elbo_num_samples: Reparameterised draws per observation for the ELBO (default 1).
+            center_spectrum_levels: Subtract each spectrum's per-sample level before the
+                per-element standardisation and feed it as a derived ``"<block>.level"`` block
+                (default; ``False``: plain per-element standardisation). Saved with the model.
 
         Returns:
             Training history, validation metrics and trainer metadata.
         """
         from sbi_core.flow_fit import run_fit
 
-        return run_fit(self, dataset, elbo_log_likelihood_fn, elbo_num_samples)
+        return run_fit(self, dataset, elbo_log_likelihood_fn, elbo_num_samples, center_spectrum_levels)
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,15 @@ class FlowPosteriorIOMixin:
         return SchemaView((BlockSpecView("spectrum", "spectrum", self.configs.encoder.n_wavelengths, True),))
 
     def _encoding_schema(self) -> Any:
+        """The schema user observations are checked and stacked against (the real blocks)."""
         return self._schema_object() or self._default_schema()
+
+    def _network_schema(self, schema: Any = None) -> Any:
+        """The schema the embedding net is built from: ``schema`` (default: the encoding schema)
+        plus the preprocessor's derived blocks (the level of each centred spectrum block)."""
+        schema = self._encoding_schema() if schema is None else schema
+        preprocessor = self._observation_preprocessor()
+        return schema if preprocessor is None else preprocessor.output_schema(schema)
 
     def _encode_stacked(self, blocks_list: Sequence[Sequence[ObservationBlock]]) -> tuple[np.ndarray, dict]:
         schema = self._encoding_schema()
