@@ -155,3 +155,21 @@ def test_training_with_noise_injection_runs_finite(store):
     post = ConditionalFlowPosterior(parameter_dim=2, embedding_noise_std=1.0, **CFP_TINY)
     art = post.fit(store)
     assert np.all(np.isfinite(art.history["validation_loss"]))
+
+
+def test_pyfunc_takes_only_the_real_blocks(cfp, store):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("mlflow")
+    from flows.pyfunc_io import block_columns
+    from flows.pyfunc_model import SbiPosteriorModel
+    from sbi_core.posterior_metadata import observation_schema_from_payload
+
+    columns = block_columns(observation_schema_from_payload(cfp.observation_schema))
+    assert [c.name for c in columns] == ["x", "spectrum"]
+    model = SbiPosteriorModel()
+    model.posterior, model.columns = cfp, columns
+    x, spec = blocks_of(store)
+    frame = pd.DataFrame({"x": [list(x.values)], "spectrum": [list(spec.values)],
+                          "spectrum_uncertainties": [list(spec.uncertainties)]})
+    out = model.predict(None, frame, params={"num_samples": 8, "seed": 1})
+    assert len(out) == 8 and np.all(np.isfinite(out[list(cfp.parameter_names)].to_numpy()))
