@@ -41,7 +41,7 @@ def header(results: dict[str, Any]) -> list[str]:
               f"- commit {m.get('git_commit')}, started {m.get('started_at')}, total {_f(results.get('total_wall_s'), 4)} s",
               f"- versions: {m.get('versions')}",
               f"- settings: {s}",
-              f"- our training recipe (every family): {results.get('recipe')}",
+              f"- our training recipe (per-task/per-family overrides in each row's config): {results.get('recipe')}",
               "- Timings are medians over repeats after one warm-up call; ours and the peer ran in the same "
               "run on the same files. Ratios are peer / ours (> 1: ours faster).", ""]
     return lines
@@ -52,14 +52,23 @@ def accuracy_table(suites: dict[str, Any]) -> list[str]:
         return []
     lines = ["## Accuracy (issue 3): C2ST against the exact / reference posterior", "",
              f"Target: C2ST <= {C2ST_TARGET} (sbibm's NPE: 0.552 on gaussian_linear at 10,000 simulations).", "",
-             "| task | simulations | estimator | C2ST | target | epochs | fit wall (s) |", "|---|---|---|---|---|---|---|"]
+             "| task | simulations | estimator | C2ST | target | epochs | fit wall (s) | lr / batch |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in ("gaussian_linear", "two_moons"):
         suite = suites.get(name, {})
         for est, row in suite.get("rows", {}).items():
             c = row.get("c2st")
             lines.append(f"| {name} | {suite['num_simulations']} | {est} | {_f(c)} | "
-                         f"{_met(None if c is None else c <= C2ST_TARGET)} | {row.get('epochs')} | {_f(row.get('fit_wall_s'))} |")
+                         f"{_met(None if c is None else c <= C2ST_TARGET)} | {row.get('epochs')} | {_f(row.get('fit_wall_s'))} | "
+                         f"{_lr_batch(row.get('config'))} |")
     return lines + [""]
+
+
+def _lr_batch(config: dict[str, Any] | None) -> str:
+    """The learning rate and batch size a row of ours trained with ("sbi default" for the peer)."""
+    if not config:
+        return "sbi default"
+    return f"{config.get('learning_rate')} / {config.get('batch_size')}"
 
 
 SPEED_ROWS = (
