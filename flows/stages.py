@@ -89,11 +89,14 @@ def train_stage(store: str | Path, estimator_config: dict[str, Any], model_dir: 
     """
     from sbi_core.dataset import open_store
 
+    from sbi_core.estimator_registry import split_fit_options
+
     cls, options = resolve_config(estimator_config)
+    options, fit_options = split_fit_options(options)
     reader = open_store(str(store))
     posterior = cls(parameter_dim=reader.parameter_dim, **options)
     start = time.perf_counter()
-    artifacts = posterior.fit(reader)
+    artifacts = posterior.fit(reader, **fit_options)
     Path(model_dir).parent.mkdir(parents=True, exist_ok=True)
     posterior.save(str(model_dir))
     return {"model_dir": str(model_dir), "history": _jsonable(dict(artifacts.history)),

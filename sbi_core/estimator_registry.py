@@ -23,6 +23,8 @@ __all__ = [
     "estimator_keywords",
     "parse_set_options",
     "resolve_estimator_options",
+    "FIT_OPTIONS",
+    "split_fit_options",
 ]
 
 #: Estimator name -> (module, class name); imported lazily.
@@ -41,6 +43,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "use_cosine_schedule": True,
     "warmup_fraction": 0.02,
 }
+
+
+#: Options of ``fit`` (not of the constructor) that a config may set; both estimators take them.
+FIT_OPTIONS: tuple[str, ...] = ("center_spectrum_levels",)
 
 
 class EstimatorOptionsError(ValueError):
@@ -105,7 +111,7 @@ def resolve_estimator_options(
     merged = {**dict(config or {}), **dict(overrides or {})}
     name = merged.pop("estimator", "conditional_flow")
     cls = estimator_class(str(name))
-    allowed = estimator_keywords(cls)
+    allowed = (*estimator_keywords(cls), *FIT_OPTIONS)
     if "parameter_dim" in merged:
         raise EstimatorOptionsError("parameter_dim is taken from the store; do not set it")
     unknown = sorted(set(merged) - set(allowed))
@@ -116,3 +122,17 @@ def resolve_estimator_options(
     options = {k: v for k, v in TRAINING_DEFAULTS.items() if k in allowed}
     options.update(merged)
     return cls, options
+
+
+def split_fit_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(constructor keywords, fit keywords)`` of resolved options (see :data:`FIT_OPTIONS`).
+
+    Raises:
+        EstimatorOptionsError: When ``center_spectrum_levels`` is not a bool.
+    """
+    constructor = {k: v for k, v in options.items() if k not in FIT_OPTIONS}
+    fit = {k: v for k, v in options.items() if k in FIT_OPTIONS}
+    value = fit.get("center_spectrum_levels", True)
+    if not isinstance(value, bool):
+        raise EstimatorOptionsError(f"center_spectrum_levels must be true or false, got {value!r}")
+    return constructor, fit

@@ -13,6 +13,7 @@ from sbi_core.estimator_registry import (
     EstimatorOptionsError,
     parse_set_options,
     resolve_estimator_options,
+    split_fit_options,
 )
 from sbi_ops.cli import app
 from tests.sbi_core.posterior_helpers import gaussian_linear_store
@@ -35,6 +36,17 @@ def test_defaults_train_to_convergence_and_overrides_win():
     assert opts["num_epochs"] == 7 and opts["flow_family"] == "affine"
     assert opts["early_stopping_patience"] == TRAINING_DEFAULTS["early_stopping_patience"]
     assert opts["use_cosine_schedule"] is True
+
+
+@pytest.mark.parametrize("estimator", ["conditional_flow", "flow_matching"])
+def test_center_spectrum_levels_is_routed_to_fit_not_the_constructor(estimator):
+    cls, opts = resolve_estimator_options({"estimator": estimator}, {"center_spectrum_levels": False})
+    constructor, fit = split_fit_options(opts)
+    assert fit == {"center_spectrum_levels": False} and "center_spectrum_levels" not in constructor
+    cls(parameter_dim=2, **constructor)  # the constructor accepts what is left
+    assert split_fit_options(resolve_estimator_options({}, {})[1])[1] == {}
+    with pytest.raises(EstimatorOptionsError, match="center_spectrum_levels must be true or false"):
+        split_fit_options({"center_spectrum_levels": "no"})
 
 
 def test_unknown_key_names_key_and_allowed(tmp_path):

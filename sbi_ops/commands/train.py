@@ -68,10 +68,16 @@ def train(
     set_options: list[str] = typer.Option([], "--set", help="key=value option (repeatable)."),
 ) -> None:
     """Train a posterior on a store."""
-    from sbi_core.estimator_registry import EstimatorOptionsError, parse_set_options, resolve_estimator_options
+    from sbi_core.estimator_registry import (
+        EstimatorOptionsError,
+        parse_set_options,
+        resolve_estimator_options,
+        split_fit_options,
+    )
 
     try:
         cls, options = resolve_estimator_options(_read_config(config), parse_set_options(set_options))
+        options, fit_options = split_fit_options(options)
     except EstimatorOptionsError as exc:
         raise _fail(str(exc)) from None
     enable_compilation_cache()
@@ -87,7 +93,7 @@ def train(
     except (TypeError, ValueError) as exc:
         raise _fail(str(exc)) from None
     start = time.perf_counter()
-    artifacts = posterior.fit(reader)
+    artifacts = posterior.fit(reader, **fit_options)
     posterior.save(str(output))
     _summary(posterior, artifacts, time.perf_counter() - start, output)
 
