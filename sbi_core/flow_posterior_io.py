@@ -199,6 +199,9 @@ class FlowPosteriorIOMixin:
             A float for one vector, an ``(N,)`` array for a batch (``-inf`` outside the support
             of a ``cube`` posterior).
         """
+        if isinstance(parameters, EncodedObservation):
+            raise TypeError("log_prob(observation, parameters): parameters is an EncodedObservation; "
+                            "the encoded observation comes first, then the (N, P) parameters")
         x = np.asarray(parameters, np.float32)
         if x.ndim not in (1, 2) or x.shape[-1] != self.parameter_dim:
             raise ValueError(f"parameters has shape {x.shape}; expected ({self.parameter_dim},) or "

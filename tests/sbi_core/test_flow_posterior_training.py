@@ -41,6 +41,9 @@ def test_training_reduces_validation_loss(gl_store):
     draws = post.to_physical(post.sample_posterior(enc, 2000, seed=1)).samples
     assert np.all(np.abs(draws.mean(axis=0) - x / 2) < 0.1)
     assert np.all(np.abs(draws.std(axis=0) - math.sqrt(0.05)) < 0.08)
+    # Arguments swapped (parameters first) is named, not a numpy conversion error.
+    with pytest.raises(TypeError, match="encoded observation comes first"):
+        post.log_prob(np.zeros(2), enc)
 
 
 @pytest.mark.slow
