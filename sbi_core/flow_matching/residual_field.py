@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .vector_field import AbstractVelocityField, FourierTimeEmbedding, check_positive
+from .vector_field import AbstractVelocityField, FourierTimeEmbedding, check_field_sizes
 
 
 def _zero(linear: eqx.nn.Linear) -> eqx.nn.Linear:
@@ -81,11 +81,7 @@ class ResidualVelocityNet(AbstractVelocityField):
 
     def __init__(self, parameter_dim: int, context_dim: int, *, hidden_dim: int = 128,
                  num_velocity_layers: int = 3, num_time_frequencies: int = 8, key: PRNGKeyArray):
-        check_positive("parameter_dim", parameter_dim)
-        check_positive("hidden_dim", hidden_dim)
-        check_positive("num_velocity_layers", num_velocity_layers)
-        if context_dim < 0:
-            raise ValueError(f"context_dim must be >= 0, got {context_dim}")
+        check_field_sizes(parameter_dim, context_dim, hidden_dim, num_velocity_layers)
         self.time_embedding = FourierTimeEmbedding(num_time_frequencies)
         time_dim = self.time_embedding.output_dim
         keys = jax.random.split(key, num_velocity_layers + 3)

@@ -87,11 +87,7 @@ class VelocityMLP(AbstractVelocityField):
         num_time_frequencies: int = 8,
         key: PRNGKeyArray,
     ):
-        check_positive("parameter_dim", parameter_dim)
-        check_positive("hidden_dim", hidden_dim)
-        check_positive("num_velocity_layers", num_velocity_layers)
-        if context_dim < 0:
-            raise ValueError(f"context_dim must be >= 0, got {context_dim}")
+        check_field_sizes(parameter_dim, context_dim, hidden_dim, num_velocity_layers)
         self.time_embedding = FourierTimeEmbedding(num_time_frequencies)
         in_size = parameter_dim + self.time_embedding.output_dim + context_dim
         mlp = eqx.nn.MLP(
@@ -127,3 +123,12 @@ def check_positive(name: str, value: int) -> None:
     """Raise unless ``value`` is a positive int (bools rejected), naming it."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_field_sizes(parameter_dim: int, context_dim: int, hidden_dim: int, num_velocity_layers: int) -> None:
+    """The size checks every velocity network shares (raises ``ValueError`` naming the field)."""
+    check_positive("parameter_dim", parameter_dim)
+    check_positive("hidden_dim", hidden_dim)
+    check_positive("num_velocity_layers", num_velocity_layers)
+    if context_dim < 0:
+        raise ValueError(f"context_dim must be >= 0, got {context_dim}")

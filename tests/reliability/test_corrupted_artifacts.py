@@ -77,6 +77,13 @@ def write_meta(model: Path, payload: dict) -> None:
     seal_directory(model)
 
 
+def record_weight_checksum(model: Path) -> None:
+    """Make metadata.json (and its sidecar) vouch for whatever the weight file now holds."""
+    payload = meta(model)
+    payload["weights"]["files"][WEIGHTS]["sha256"] = file_sha256(model / WEIGHTS)
+    write_meta(model, payload)
+
+
 def load_fails(model: Path, *fragments: str) -> str:
     with pytest.raises(PosteriorLoadError) as info:
         ConditionalFlowPosterior.load(str(model))
@@ -263,9 +270,7 @@ def test_pickle_as_the_weight_file_is_refused_unread(model, tmp_path):
     """A pickle under the weight file's name, with metadata.json's checksum updated to match."""
     marker = tmp_path / "PWNED"
     hostile_pickle(model / WEIGHTS, marker)
-    payload = meta(model)
-    payload["weights"]["files"][WEIGHTS]["sha256"] = file_sha256(model / WEIGHTS)
-    write_meta(model, payload)
+    record_weight_checksum(model)
     load_fails(model, str(model / WEIGHTS), "is a pickle file; refusing to load it")
     assert not marker.exists()
 
@@ -274,9 +279,7 @@ def test_protocol_0_pickle_as_the_weight_file_is_refused_unread(model, tmp_path)
     """Protocol 0 has no magic byte; the weight reader still never unpickles it."""
     marker = tmp_path / "PWNED"
     (model / WEIGHTS).write_bytes(pickle.dumps(Marker(marker), protocol=0))
-    payload = meta(model)
-    payload["weights"]["files"][WEIGHTS]["sha256"] = file_sha256(model / WEIGHTS)
-    write_meta(model, payload)
+    record_weight_checksum(model)
     load_fails(model, str(model / WEIGHTS), "weights do not match the model")
     assert not marker.exists()
 
@@ -287,9 +290,7 @@ def test_object_array_inside_the_weight_file_is_refused_unread(model, tmp_path):
     buffer = io.BytesIO()
     np.save(buffer, np.array([Marker(marker)], dtype=object), allow_pickle=True)
     (model / WEIGHTS).write_bytes(buffer.getvalue() + (model / WEIGHTS).read_bytes())
-    payload = meta(model)
-    payload["weights"]["files"][WEIGHTS]["sha256"] = file_sha256(model / WEIGHTS)
-    write_meta(model, payload)
+    record_weight_checksum(model)
     load_fails(model, str(model / WEIGHTS), "weights do not match the model")
     assert not marker.exists()
 
