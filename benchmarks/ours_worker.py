@@ -44,10 +44,14 @@ def train(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from sbi_core.dataset import open_store
     from sbi_core.posterior import ConditionalFlowPosterior
 
+    from sbi_core.estimator_registry import split_fit_options
+
     store = open_store(args.train_store)
-    posterior = ConditionalFlowPosterior(parameter_dim=store.parameter_dim, **json.loads(args.config))
+    # fit keywords (parameter_average_decay, center_spectrum_levels) may ride in the same config.
+    constructor, fit_options = split_fit_options(json.loads(args.config))
+    posterior = ConditionalFlowPosterior(parameter_dim=store.parameter_dim, **constructor)
     start = time.perf_counter()
-    artifacts = posterior.fit(store)
+    artifacts = posterior.fit(store, **fit_options)
     fit_wall = time.perf_counter() - start
     process_wall = time.time() - args.launched_at if args.launched_at else float("nan")
     epoch_times = [float(t) for t in artifacts.history.get("epoch_time_s", [])]
@@ -113,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("train_store")
     p.add_argument("test_store")
     p.add_argument("output")
-    p.add_argument("--config", default="{}", help="JSON constructor keywords of ConditionalFlowPosterior")
+    p.add_argument("--config", default="{}", help="JSON constructor keywords of ConditionalFlowPosterior (and its fit keywords)")
     p.add_argument("--num-samples", type=int, default=10_000)
     p.add_argument("--c2st-observations", type=int, default=10)
     p.add_argument("--batch-observations", type=int, default=100)

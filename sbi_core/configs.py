@@ -11,6 +11,7 @@ reuse the ``check_*`` helpers below.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -101,6 +102,9 @@ class OptimizationConfig:
         min_learning_rate: Floor of the cosine schedule and start of the warmup, in
             [0, learning_rate].
         lr_schedule_total_epochs: Epochs the cosine decay spans (> 0); None = ``num_epochs``.
+        parameter_average_decay: Decay in (0, 1) of an exponential moving average of the weights
+            that is validated, selected and returned instead of the raw weights
+            (``training/parameter_average.py``); None (default) trains and returns the raw weights.
     """
 
     learning_rate: float = 1e-3
@@ -113,6 +117,7 @@ class OptimizationConfig:
     warmup_epochs: float | None = None
     min_learning_rate: float = 1e-6
     lr_schedule_total_epochs: float | None = None
+    parameter_average_decay: float | None = None
 
     def __post_init__(self) -> None:
         group = type(self).__name__
@@ -137,6 +142,9 @@ class OptimizationConfig:
         if self.lr_schedule_total_epochs is not None:
             check_real(group, "lr_schedule_total_epochs", self.lr_schedule_total_epochs,
                        low=0.0, low_inclusive=False)
+        if self.parameter_average_decay is not None:
+            check_real(group, "parameter_average_decay", self.parameter_average_decay, low=0.0,
+                       high=1.0, low_inclusive=False, high_inclusive=False)
 
     @property
     def schedule_total_epochs(self) -> float:
@@ -217,3 +225,16 @@ class CheckpointConfig:
     def enabled(self) -> bool:
         """Whether checkpoints are written at all."""
         return self.directory is not None
+
+
+def with_parameter_average(config: OptimizationConfig, decay: float | None) -> OptimizationConfig:
+    """``config`` with ``parameter_average_decay=decay`` (validated; ``None`` leaves it as it is).
+
+    ``fit(..., parameter_average_decay=...)`` of the posteriors goes through here: the option is a
+    fit keyword because the constructors' signatures are the reference's.
+    """
+    if decay is None:
+        return config
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)):
+        raise ValueError(f"parameter_average_decay must be a float in (0, 1) or None, got {decay!r}")
+    return dataclasses.replace(config, parameter_average_decay=float(decay))

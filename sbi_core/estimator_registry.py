@@ -46,7 +46,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 
 
 #: Options of ``fit`` (not of the constructor) that a config may set; both estimators take them.
-FIT_OPTIONS: tuple[str, ...] = ("center_spectrum_levels",)
+FIT_OPTIONS: tuple[str, ...] = ("center_spectrum_levels", "parameter_average_decay")
 
 
 class EstimatorOptionsError(ValueError):
@@ -128,11 +128,15 @@ def split_fit_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
     """``(constructor keywords, fit keywords)`` of resolved options (see :data:`FIT_OPTIONS`).
 
     Raises:
-        EstimatorOptionsError: When ``center_spectrum_levels`` is not a bool.
+        EstimatorOptionsError: When ``center_spectrum_levels`` is not a bool or
+            ``parameter_average_decay`` is not a number in (0, 1) (or null).
     """
     constructor = {k: v for k, v in options.items() if k not in FIT_OPTIONS}
     fit = {k: v for k, v in options.items() if k in FIT_OPTIONS}
     value = fit.get("center_spectrum_levels", True)
     if not isinstance(value, bool):
         raise EstimatorOptionsError(f"center_spectrum_levels must be true or false, got {value!r}")
+    decay = fit.get("parameter_average_decay")
+    if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1):
+        raise EstimatorOptionsError(f"parameter_average_decay must be a number in (0, 1) or null, got {decay!r}")
     return constructor, fit

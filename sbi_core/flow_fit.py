@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sbi_core.configs import with_parameter_average
 from sbi_core.flow_training import (
     DiagnosticsPlotter,
     build_data,
@@ -76,9 +77,11 @@ def _artifacts(result: Any, info: dict[str, Any], wall: float, diagnostics: dict
 
 
 def run_fit(posterior: Any, dataset: Any, elbo_fn: Callable | None, elbo_samples: int,
-            center_spectrum_levels: bool = True) -> TrainingArtifacts:
+            center_spectrum_levels: bool = True, parameter_average_decay: float | None = None
+            ) -> TrainingArtifacts:
     """Train ``posterior`` on ``dataset``; see the module docstring."""
     start = time.perf_counter()
+    optimization = with_parameter_average(posterior.configs.optimization, parameter_average_decay)
     _check_elbo_arguments(posterior, elbo_fn, elbo_samples)
     posterior._cache_dataset_metadata(dataset)
     schema = posterior._encoding_schema()
@@ -105,13 +108,14 @@ def run_fit(posterior: Any, dataset: Any, elbo_fn: Callable | None, elbo_samples
                                       cfg.diagnostics.diagnostics_plot_interval, cfg.stability.thresholds())
     # The stability gate only matters on epochs that improve the validation loss; diagnostics run
     # there (every epoch when plots are asked for). See SBITrainer(diagnostics_epochs=...).
-    trainer = SBITrainer(cfg.optimization, cfg.early_stopping, cfg.checkpoint, seed=posterior.seed,
+    trainer = SBITrainer(optimization, cfg.early_stopping, cfg.checkpoint, seed=posterior.seed,
                          progress=True, diagnostics_epochs="every" if callback is not None else "candidates")
     result = trainer.fit(model, train_loss=train_loss, eval_loss=eval_loss, train_data=train,
                          validation_data=validation, validation_diagnostics=diagnostics,
                          checkpoint_gate=cfg.stability.passes, epoch_callback=callback)
     posterior.model = result.model
     final = _final_diagnostics(result)
+    info = {**info, "parameter_average_decay": parameter_average_decay}
     posterior.training_artifacts = _artifacts(result, info, time.perf_counter() - start, final)
     return posterior.training_artifacts
 

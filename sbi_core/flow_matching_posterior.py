@@ -224,7 +224,8 @@ class FlowMatchingPosterior(PersistentPosteriorEstimator):
         return model.loss(jnp.asarray(batch.parameters), batch.observations, key)
 
     # ------------------------------------------------------------------ training
-    def fit(self, dataset: Any, *, center_spectrum_levels: bool = True) -> TrainingArtifacts:
+    def fit(self, dataset: Any, *, center_spectrum_levels: bool = True,
+            parameter_average_decay: float | None = None) -> TrainingArtifacts:
         """Train the posterior on a simulation store.
 
         Args:
@@ -235,10 +236,14 @@ class FlowMatchingPosterior(PersistentPosteriorEstimator):
                 per-element standardisation and feed it as a derived ``"<block>.level"``
                 block (default; ``False``: plain per-element standardisation). Saved with
                 the model.
+            parameter_average_decay: Validate, select and keep an exponential moving average of
+                the weights with this decay in (0, 1) (see ``ConditionalFlowPosterior.fit``);
+                None (default): the raw weights.
 
         Returns:
             Training history, validation metrics and trainer metadata.
         """
+        self._parameter_average_decay = parameter_average_decay
         self._cache_dataset_metadata(dataset)
         schema = self._schema_object()
         if schema is None:

@@ -2,7 +2,7 @@
 
 Metrics (``metrics``): C2ST (Lopez-Paz & Oquab 2017, sbibm recipe), per-marginal Jensen-Shannon
 divergence in millinats, credible-interval overlap, wall-time ratio. References (``reference``):
-dynesty static nested sampling (Speagle 2020). Cases and comparisons (``suite``).
+dynesty static nested sampling (Speagle 2020) or nautilus (Lange 2023, batched likelihood calls). Cases and comparisons (``suite``).
 """
 
 from sbi_core.benchmark.metrics import (
@@ -16,7 +16,9 @@ from sbi_core.benchmark.posterior_benchmark import (
     benchmark_posterior,
     cases_from_store,
 )
+from sbi_core.benchmark.nautilus_reference import nautilus_reference
 from sbi_core.benchmark.reference import (
+    REFERENCE_SAMPLERS,
     ReferenceRetrieval,
     gaussian_log_likelihood,
     nested_sampling_reference,
@@ -32,6 +34,7 @@ from sbi_core.benchmark.suite import (
 )
 
 __all__ = [
+    "REFERENCE_SAMPLERS",
     "BenchmarkComparison",
     "BenchmarkMetrics",
     "ReferenceRetrieval",
@@ -45,6 +48,7 @@ __all__ = [
     "credible_interval_overlap",
     "gaussian_log_likelihood",
     "jensen_shannon_millinats",
+    "nautilus_reference",
     "nested_sampling_reference",
     "prior_transform_from_priors",
     "task_reference",

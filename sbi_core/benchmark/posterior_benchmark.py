@@ -10,6 +10,7 @@ The posterior is duck-typed (seed API: ``encode_observation``, ``sample_posterio
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +71,11 @@ def benchmark_posterior(
     split: str = "test",
     num_cases: int = 3,
     num_samples: int = 5000,
-    nlive: int = 500,
+    nlive: int | None = None,
     seed: int = 0,
     output: str | Path | None = None,
+    reference_sampler: str = "dynesty",
+    reference_options: Mapping[str, Any] | None = None,
 ) -> BenchmarkComparison:
     """Compare ``posterior`` with dynesty retrievals of the first ``num_cases`` test observations.
 
@@ -83,9 +86,11 @@ def benchmark_posterior(
         split: Split of the cases.
         num_cases: Number of observations.
         num_samples: Amortized draws per case.
-        nlive: dynesty live points.
+        nlive: Live points of the reference sampler (its default when None).
         seed: Sampler and C2ST seed.
         output: Directory for ``benchmark.json``, ``benchmark.md`` and ``corner_<case>.png``.
+        reference_sampler: ``"dynesty"`` or ``"nautilus"`` (see :func:`task_reference`).
+        reference_options: Further keywords of the reference sampler (e.g. ``{"maxcall": 10**6}``).
 
     Returns:
         A :class:`BenchmarkComparison`.
@@ -95,8 +100,9 @@ def benchmark_posterior(
                                     seed=seed)
     sampler = amortized_sampler(posterior, store, num_samples=num_samples, seed=seed)
     sampler(suite.cases[0])  # warm-up: compile outside the timed calls
-    suite = suite.run_references(lambda case: task_reference(task, case.observation,
-                                                             nlive=nlive, seed=seed))
+    options = dict(reference_options or {})
+    suite = suite.run_references(lambda case: task_reference(
+        task, case.observation, nlive=nlive, seed=seed, sampler=reference_sampler, **options))
     draws, seconds = {}, {}
     for case in suite.cases:
         start = time.perf_counter()

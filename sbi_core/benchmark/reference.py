@@ -1,4 +1,4 @@
-"""Classical reference retrievals with dynesty nested sampling.
+"""Classical reference retrievals with dynesty nested sampling (nautilus: ``nautilus_reference``).
 
 A reference retrieval samples the exact posterior of one observation from the likelihood and the
 prior (no neural network), giving equally weighted posterior draws, the log-evidence and its error,
@@ -116,12 +116,18 @@ def nested_sampling_reference(
         nlive=nlive,
         seed=seed,
         metadata={"sampler": "dynesty.NestedSampler", "dynesty_version": dynesty.__version__,
-                  "bound": bound, "sample": sample, "dlogz": dlogz},
+                  "bound": bound, "sample": sample, "dlogz": dlogz, "maxcall": maxcall,
+                  # A run stopped by maxcall never reached dlogz: its draws are not a posterior.
+                  "converged": maxcall is None or int(np.sum(results.ncall)) < maxcall},
     )
 
 
+REFERENCE_SAMPLERS = ("dynesty", "nautilus")
+
+
 def task_reference(
-    task: Any, observation: Any, *, nlive: int = 500, seed: int = 0, **kwargs: Any
+    task: Any, observation: Any, *, nlive: int | None = None, seed: int = 0, sampler: str = "dynesty",
+    **kwargs: Any
 ) -> ReferenceRetrieval:
     """Reference retrieval for an ``SBITask`` with a likelihood (see docs/contracts.md).
 
@@ -129,9 +135,12 @@ def task_reference(
         task: An ``SBITask`` with ``has_likelihood``, ``log_likelihood(theta, observation)`` and
             per-parameter priors in ``task.parameters[i].prior``.
         observation: ``{block: {"values": (L,), "uncertainties": (L,)}}``.
-        nlive: Live points.
+        nlive: Live points (default 500 for dynesty, 2000 for nautilus).
         seed: Sampler seed.
-        **kwargs: Passed to :func:`nested_sampling_reference`.
+        sampler: ``"dynesty"`` (:func:`nested_sampling_reference`, one call per point) or
+            ``"nautilus"`` (:func:`~sbi_core.benchmark.nautilus_reference.nautilus_reference`,
+            batched calls; far fewer calls on sharp likelihoods such as exo_transmission).
+        **kwargs: Passed to the sampler's function (e.g. ``maxcall``).
 
     Returns:
         A :class:`ReferenceRetrieval` in physical units.
@@ -139,25 +148,39 @@ def task_reference(
     if not getattr(task, "has_likelihood", False):
         raise ValueError(f"task {getattr(task, 'name', task)!r} has no likelihood; a "
                          "nested-sampling reference needs one")
+    if sampler not in REFERENCE_SAMPLERS:
+        raise ValueError(f"unknown reference sampler {sampler!r}; expected one of {REFERENCE_SAMPLERS}")
 
     import jax
     import jax.numpy as jnp
 
     priors = [spec.prior for spec in task.parameters]
+
+    def loglike(theta):
+        value = task.log_likelihood(theta, observation)
+        return jnp.where(jnp.isfinite(value), value, -jnp.inf)
+
+    def icdf(u):
+        u = jnp.clip(u, 1e-12, 1.0 - 1e-12)
+        return jnp.stack([p.icdf(u[i]) for i, p in enumerate(priors)])
+
+    if sampler == "nautilus":
+        from sbi_core.benchmark.nautilus_reference import nautilus_reference
+
+        # One compiled, vmapped call per batch of points (nautilus asks ~100 at a time).
+        loglike_batch, icdf_batch = jax.jit(jax.vmap(loglike)), jax.jit(jax.vmap(icdf))
+        return nautilus_reference(
+            lambda theta: np.asarray(loglike_batch(jnp.asarray(theta)), dtype=np.float64),
+            lambda u: np.asarray(icdf_batch(jnp.asarray(u)), dtype=np.float64),
+            task.parameter_dim, nlive=2000 if nlive is None else nlive, seed=seed, **kwargs)
+
     # One compiled call per likelihood / transform evaluation: dynesty calls them ~1e4-1e5
     # times, and eager JAX dispatch per operation would dominate the run time.
-    loglike_jit = jax.jit(lambda theta: task.log_likelihood(theta, observation))
-    icdf_jit = jax.jit(lambda u: jnp.stack([p.icdf(u[i]) for i, p in enumerate(priors)]))
-
-    def log_likelihood(theta: np.ndarray) -> float:
-        value = float(loglike_jit(jnp.asarray(theta)))
-        return value if np.isfinite(value) else -np.inf
-
-    def transform(u: np.ndarray) -> np.ndarray:
-        return np.asarray(icdf_jit(jnp.clip(jnp.asarray(u), 1e-12, 1.0 - 1e-12)), dtype=float)
-
-    return nested_sampling_reference(log_likelihood, transform, task.parameter_dim,
-                                     nlive=nlive, seed=seed, **kwargs)
+    loglike_jit, icdf_jit = jax.jit(loglike), jax.jit(icdf)
+    return nested_sampling_reference(
+        lambda theta: float(loglike_jit(jnp.asarray(theta))),
+        lambda u: np.asarray(icdf_jit(jnp.asarray(u)), dtype=float),
+        task.parameter_dim, nlive=500 if nlive is None else nlive, seed=seed, **kwargs)
 
 
 def gaussian_log_likelihood(

@@ -52,7 +52,7 @@ class AffineCoupling(AbstractBijection):
                                check_int("conditioner_depth", conditioner_depth, 1))
 
     def _shift_and_scale(self, x_a, context):
-        raw = self.conditioner(jnp.concatenate([x_a, context])).reshape(2, -1)
+        raw = self.conditioner(x_a, context).reshape(2, -1)
         return raw[0], affine_scale(raw[1])
 
     def forward(self, x: Float[Array, " dim"], context: Float[Array, " context_dim"]):

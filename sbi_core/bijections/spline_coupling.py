@@ -55,7 +55,7 @@ class SplineCoupling(AbstractBijection):
 
     def _knots(self, x_a, context) -> SplineKnots:
         k = self.num_bins
-        raw = self.conditioner(jnp.concatenate([x_a, context])).reshape(-1, 3 * k - 1)
+        raw = self.conditioner(x_a, context).reshape(-1, 3 * k - 1)
         make = jax.vmap(spline_knots, in_axes=(0, 0, 0, None))
         return make(raw[:, :k], raw[:, k : 2 * k], raw[:, 2 * k :], self.spline_bound)
 

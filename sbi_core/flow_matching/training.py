@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from sbi_core.configs import with_parameter_average
 from sbi_core.posterior_data import build_data, make_prepare
 from sbi_core.training import InMemoryData, SBITrainer, StreamingData
 
@@ -48,7 +49,9 @@ def run_training(posterior: Any, model: Any, data: TrainingData) -> tuple[Any, A
 
     repeats = int(posterior.validation_loss_repeats)
     eval_key = jax.random.PRNGKey(posterior.seed + 1)
-    trainer = SBITrainer(posterior.optimization_config, posterior.early_stopping_config,
+    decay = getattr(posterior, "_parameter_average_decay", None)
+    optimization = with_parameter_average(posterior.optimization_config, decay)
+    trainer = SBITrainer(optimization, posterior.early_stopping_config,
                          posterior.checkpoint_config, seed=posterior.seed, progress=posterior.progress)
     start = time.perf_counter()
     result = trainer.fit(
@@ -67,6 +70,6 @@ def run_training(posterior: Any, model: Any, data: TrainingData) -> tuple[Any, A
                   "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
                   "skipped_nonfinite_steps": result.skipped_nonfinite_steps,
                   "steps_per_epoch": result.steps_per_epoch, "checkpoint_backend": result.checkpoint_backend,
-                  "training_time_s": elapsed, **data.info},
+                  "training_time_s": elapsed, "parameter_average_decay": decay, **data.info},
     )
     return result.model, artifacts

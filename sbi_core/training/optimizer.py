@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 from sbi_core.configs import OptimizationConfig
+from sbi_core.training.parameter_average import parameter_average
 
 
 
@@ -62,7 +63,8 @@ def build_schedule(config: OptimizationConfig, steps_per_epoch: int) -> optax.Sc
 def build_optimizer(
     config: OptimizationConfig, steps_per_epoch: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Build the training optimiser: optional global-norm clipping, then AdamW.
+    """Build the training optimiser: optional global-norm clipping, then AdamW, then (optionally)
+    the weight average of ``parameter_average_decay``.
 
     Args:
         config: The optimisation config (learning rate, schedule, weight decay, clipping).
@@ -88,6 +90,9 @@ def build_optimizer(
     if config.gradient_clip_norm is not None:
         transforms.append(optax.clip_by_global_norm(config.gradient_clip_norm))
     transforms.append(optax.adamw(learning_rate=schedule, weight_decay=config.weight_decay))
+    if config.parameter_average_decay is not None:
+        # Last in the chain: it averages the weights after the final update.
+        transforms.append(parameter_average(float(config.parameter_average_decay)))
     return optax.chain(*transforms), schedule
 
 

@@ -35,6 +35,7 @@ from sbi_core.training import data_parallel as dp
 from sbi_core.training.data import InMemoryData, StreamingData
 from sbi_core.training.layout import assemble_compiled, layout_name, split_model
 from sbi_core.training.optimizer import build_optimizer, learning_rates_at
+from sbi_core.training.parameter_average import averaged_parameters
 from sbi_core.training.state import (
     RunState,
     TrainingDivergedError,
@@ -219,8 +220,12 @@ class SBITrainer:
 
     def _signature(self, batch_size: int, steps: int, layout: str) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed by this trainer."""
+        optimization = asdict(self.optimization)
+        if optimization["parameter_average_decay"] is None:
+            # Absent when off: checkpoints written before the option existed still resume.
+            del optimization["parameter_average_decay"]
         return {
-            "optimization": asdict(self.optimization),
+            "optimization": optimization,
             "early_stopping": asdict(self.early_stopping),
             "seed": self.seed,
             "batch_size": batch_size,
@@ -303,14 +308,17 @@ class SBITrainer:
         learning_rate = setup.learning_rates[state.epoch]
         train_loss, counters = self._train_pass(setup, state, epoch_key)
         self._join_warmup()
-        validation_loss = self._validation_pass(setup, state.params)
+        # With a weight average (OptimizationConfig.parameter_average_decay) the averaged weights
+        # are what is validated, gated, selected and returned; the optimiser steps the raw ones.
+        candidate = averaged_parameters(state.opt_state, state.params)
+        validation_loss = self._validation_pass(setup, candidate)
         state.epoch += 1
         skipped = int(counters.skipped)
         state.consecutive_nonfinite = int(counters.consecutive)
         state.skipped_total += skipped
         self._check_divergence(state, int(counters.max_consecutive), skipped, setup.steps_per_epoch)
         if self._diagnostics_due(state, validation_loss):
-            diagnostics = self._diagnostics(setup, hooks, state.params)
+            diagnostics = self._diagnostics(setup, hooks, candidate)
             metrics = {"validation_loss": validation_loss, **diagnostics}
             eligible = bool(hooks.gate(dict(metrics))) if hooks.gate is not None else True
             gate_value = float(eligible)
@@ -318,7 +326,7 @@ class SBITrainer:
             # Not a candidate for the best epoch: the gate cannot change the selection.
             metrics = {"validation_loss": validation_loss}
             eligible, gate_value = False, math.nan
-        self._select(setup, state, validation_loss, eligible, keep_fallback=hooks.gate is not None)
+        self._select(setup, state, candidate, validation_loss, eligible, keep_fallback=hooks.gate is not None)
         metrics |= {
             "epoch": float(state.epoch), "train_loss": train_loss, "learning_rate": learning_rate,
             "epoch_time_s": time.perf_counter() - start, "skipped_nonfinite_steps": float(skipped),
@@ -388,13 +396,14 @@ class SBITrainer:
         values = hooks.diagnostics(model, data[0], data[1])
         return {str(name): float(value) for name, value in values.items()}
 
-    def _select(self, setup, state: RunState, loss: float, eligible: bool, keep_fallback: bool):
+    def _select(self, setup, state: RunState, candidate, loss: float, eligible: bool, keep_fallback: bool):
         new_best, new_fallback = state.stopping.update(state.epoch, loss, eligible,
                                                        self.early_stopping)
+        # A copy: the next epoch donates (reuses) the buffers of params and opt_state.
         if new_best:
-            state.best_params = setup.kernels.copy(state.params)
+            state.best_params = setup.kernels.copy(candidate)
         if new_fallback and keep_fallback:
-            state.fallback_params = setup.kernels.copy(state.params)
+            state.fallback_params = setup.kernels.copy(candidate)
         state.stopped_early = state.stopping.should_stop(self.early_stopping) and (
             state.epoch < self.optimization.num_epochs
         )

@@ -181,3 +181,26 @@ def test_jsd_handles_a_marginal_collapsed_to_one_value():
         different = jensen_shannon_millinats(spread, collapsed, method=method)
         assert np.all(np.isfinite(same)) and np.allclose(same, 0.0)
         assert np.all(different > 300.0)
+
+
+def test_nautilus_reference_recovers_posterior_and_evidence():
+    sigma, mean = np.array([0.1, 0.2]), np.array([0.5, -0.5])
+    observation = {"spectrum": {"values": mean, "uncertainties": sigma}}
+    ref = task_reference(_GaussianTask(), observation, sampler="nautilus", nlive=200, seed=1, n_eff=3000)
+    assert ref.metadata["sampler"] == "nautilus.Sampler" and ref.metadata["converged"]
+    assert ref.samples.shape[1] == 2 and ref.samples.shape[0] > 1000
+    np.testing.assert_allclose(ref.samples.mean(axis=0), mean, atol=0.02)
+    np.testing.assert_allclose(ref.samples.std(axis=0), sigma, rtol=0.1)
+    # Unnormalised Gaussian likelihood under a uniform box prior: Z = prod sqrt(2 pi) sigma / (2 BOX).
+    log_z = float(np.sum(np.log(np.sqrt(2 * np.pi) * sigma / (2 * BOX))))
+    assert abs(ref.log_evidence - log_z) < 0.1
+    assert ref.num_likelihood_calls > 0 and ref.wall_time_s > 0
+
+
+def test_task_reference_rejects_unknown_sampler_and_reports_capped_dynesty_runs():
+    observation = {"spectrum": {"values": np.array([0.5, -0.5]), "uncertainties": np.array([0.1, 0.2])}}
+    with pytest.raises(ValueError, match="unknown reference sampler 'emcee'"):
+        task_reference(_GaussianTask(), observation, sampler="emcee")
+    with pytest.warns(UserWarning, match="stopped short"):
+        capped = task_reference(_GaussianTask(), observation, nlive=30, seed=0, maxcall=200)
+    assert capped.metadata["converged"] is False and capped.metadata["maxcall"] == 200

@@ -178,3 +178,26 @@ def test_rq_spline_is_increasing():
 def test_bad_options_raise(build, message):
     with pytest.raises(ValueError, match=message):
         build(jax.random.PRNGKey(0))
+
+
+def test_conditioner_context_split_matches_the_concatenated_input():
+    """``MLP(x, context)`` is ``MLP(concatenate([x, context]))``, also with an empty ``x``
+    (the dim-1 coupling), and its context product stays unbatched under vmap over draws."""
+    import jax
+    import jax.numpy as jnp
+
+    from sbi_core.bijections.conditioner import MLP
+
+    for split in (0, 1, 3):
+        mlp = MLP(jax.random.PRNGKey(split), split + 5, 7, 16, 2)
+        # The output layer is zero-initialised: give it weights so the check is not 0 == 0.
+        mlp = eqx.tree_at(lambda m: m.weights[-1], mlp, jnp.ones_like(mlp.weights[-1]))
+        x = jax.random.normal(jax.random.PRNGKey(10), (4, split))
+        context = jax.random.normal(jax.random.PRNGKey(11), (5,))
+        split_out = jax.vmap(lambda xi: mlp(xi, context))(x)
+        joined = jax.vmap(lambda xi: mlp(jnp.concatenate([xi, context])))(x)
+        np.testing.assert_allclose(split_out, joined, rtol=1e-5, atol=1e-5)
+        jaxpr = jax.make_jaxpr(jax.vmap(lambda xi: mlp(xi, context)))(x)
+        shapes = [tuple(v.aval.shape) for e in jaxpr.eqns if e.primitive.name == "dot_general"
+                  for v in e.outvars]
+        assert (16,) in shapes, shapes  # the context product: one (hidden,) vector, not (4, hidden)
