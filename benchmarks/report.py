@@ -68,7 +68,9 @@ def _lr_batch(config: dict[str, Any] | None) -> str:
     """The learning rate and batch size a row of ours trained with ("sbi default" for the peer)."""
     if not config:
         return "sbi default"
-    return f"{config.get('learning_rate')} / {config.get('batch_size')}"
+    text = f"{config.get('learning_rate')} / {config.get('batch_size')}"
+    decay = config.get("parameter_average_decay")
+    return f"{text}, weight average {decay}" if decay else text
 
 
 SPEED_ROWS = (
