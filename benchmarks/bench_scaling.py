@@ -18,13 +18,16 @@
    flat): ``bench_input_pipeline.peak_memory_curve`` (a fresh child per store streams one
    shuffled epoch with a fixed memory budget; peak RSS above the post-import baseline), run here
    unchanged at the sizes of its ``medium`` mode (``--memory-mode`` picks another).
+4. **Training throughput from a Zarr store vs from memory** (part ``pipeline``, target: streaming
+   within 10% of in-memory): ``bench_input_pipeline.train_throughput`` on a store larger than the
+   streaming budget, same sizes mode as the memory curve.
 
 Results: ``benchmarks/results-scaling.json`` and PNG plots ``benchmarks/scaling-simulations.png``,
 ``scaling-batch-size.png``, ``scaling-memory.png`` (``--quick``: ``results-scaling-quick.json``
 and ``*-quick.png``: tiny sizes whose numbers mean nothing). Scratch stores:
 ``benchmarks/.work/scaling/``.
 
-    python -m benchmarks.bench_scaling [--quick] [--parts simulations batch_size memory]
+    python -m benchmarks.bench_scaling [--quick] [--parts simulations batch_size pipeline memory]
                                        [--output FILE] [--plot-dir DIR] [--work DIR]
 """
 
@@ -47,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 WORK = BENCH / ".work" / "scaling"
 RESULTS_JSON = BENCH / "results-scaling.json"
-PARTS = ("simulations", "batch_size", "memory")
+PARTS = ("simulations", "batch_size", "pipeline", "memory")
 TASK = "two_moons"
 
 FULL: dict[str, Any] = {
@@ -164,6 +167,22 @@ def memory_curve(settings: dict[str, Any], work: Path) -> dict[str, Any]:
             "peak_growth_largest_over_smallest": peaks[-1] / max(peaks[0], 1), "load_average": list(os.getloadavg())}
 
 
+# --------------------------------------------------------------------------------------- pipeline
+def pipeline_throughput(settings: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Training throughput fed from a Zarr store larger than the memory budget vs from memory
+    (``bench_input_pipeline.train_throughput`` at the sizes of ``settings['memory_mode']``;
+    target: streaming within 10% of in-memory)."""
+    from benchmarks import bench_input_pipeline as pipe
+
+    mode = settings["memory_mode"]
+    if work.resolve() != WORK.resolve():
+        pipe.WORK = work / "input-pipeline"
+    pipe.WORK.mkdir(parents=True, exist_ok=True)
+    n = int(pipe.SETTINGS[mode]["n_train_store"] / 0.8)
+    out = pipe.train_throughput(pipe.make_store(pipe.WORK / f"throughput-{n}.zarr", n).path, pipe.SETTINGS[mode])
+    return {"mode": mode, "settings": pipe.SETTINGS[mode], **out, "load_average": list(os.getloadavg())}
+
+
 # ------------------------------------------------------------------------------------------ plots
 def plot(results: dict[str, Any], plot_dir: Path, suffix: str = "") -> list[str]:
     """PNG plots of the curves present in ``results``; returns their paths."""
@@ -204,6 +223,18 @@ def plot(results: dict[str, Any], plot_dir: Path, suffix: str = "") -> list[str]
         ax2.set_ylabel("training samples / s", color="C1")
         ax.set_title(f"{TASK}, {batch[0]['train_rows']} training rows: epoch time vs batch size\n{title}", fontsize=9)
         written.append(_save(fig, plot_dir / f"scaling-batch-size{suffix}.png"))
+    pipe = results.get("pipeline")
+    if pipe and "in_memory" in pipe:
+        ratio = pipe["streaming_over_in_memory_throughput"]
+        lines += [f"Training throughput, Zarr store vs memory ({_f(pipe['n_train'])} training rows, "
+                  f"{_f(pipe['train_split_bytes'] / 2**20)} MiB, streamed with a "
+                  f"{_f(pipe['memory_budget_bytes_streaming'] / 2**20)} MiB budget; "
+                  "`bench_input_pipeline.train_throughput`; target: streaming within 10% of in-memory):", "",
+                  "| source | s/epoch (median after the compiling first) | training samples/s |", "|---|---|---|"]
+        for name in ("in_memory", "zarr_streaming"):
+            lines.append(f"| {name} | {_f(pipe[name]['median_epoch_s'])} | {_f(pipe[name]['train_samples_per_s'])} |")
+        lines += ["", f"- streaming / in-memory throughput {_f(ratio)}: target "
+                      f"{'**met**' if ratio >= 0.9 else '**not met**'}; load average {_f(pipe['load_average'][0])}", ""]
     mem = results.get("memory")
     if mem and mem.get("rows"):
         rows = mem["rows"]
@@ -347,7 +378,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         output.with_suffix(".md").write_text(render(results))
 
     steps = {"simulations": lambda: simulations_curve(settings, args.work),
-             "batch_size": lambda: batch_size_curve(settings, args.work), "memory": lambda: memory_curve(settings, args.work)}
+             "batch_size": lambda: batch_size_curve(settings, args.work),
+             "pipeline": lambda: pipeline_throughput(settings, args.work), "memory": lambda: memory_curve(settings, args.work)}
     for part in args.parts:
         results[part] = steps[part]()
         write()

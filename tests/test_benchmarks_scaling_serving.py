@@ -56,6 +56,9 @@ def test_scaling_quick_mode_runs_end_to_end(tmp_path):
     assert 0.0 <= saved["simulations"][0]["c2st"] <= 1.0
     assert [r["batch_size"] for r in saved["batch_size"]] == [32, 64]
     assert all(r["streamed"] for r in saved["memory"]["rows"])
+    pipeline = saved["pipeline"]
+    assert pipeline["in_memory"]["train_samples_per_s"] > 0 and pipeline["zarr_streaming"]["train_samples_per_s"] > 0
+    assert "Training throughput, Zarr store vs memory" in out.with_suffix(".md").read_text()
     assert {p.rsplit("/", 1)[-1] for p in results["plots"]} == {
         "scaling-simulations-quick.png", "scaling-batch-size-quick.png", "scaling-memory-quick.png"}
     assert all((tmp_path / p.rsplit("/", 1)[-1]).stat().st_size > 0 for p in results["plots"])
