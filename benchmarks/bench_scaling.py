@@ -223,18 +223,6 @@ def plot(results: dict[str, Any], plot_dir: Path, suffix: str = "") -> list[str]
         ax2.set_ylabel("training samples / s", color="C1")
         ax.set_title(f"{TASK}, {batch[0]['train_rows']} training rows: epoch time vs batch size\n{title}", fontsize=9)
         written.append(_save(fig, plot_dir / f"scaling-batch-size{suffix}.png"))
-    pipe = results.get("pipeline")
-    if pipe and "in_memory" in pipe:
-        ratio = pipe["streaming_over_in_memory_throughput"]
-        lines += [f"Training throughput, Zarr store vs memory ({_f(pipe['n_train'])} training rows, "
-                  f"{_f(pipe['train_split_bytes'] / 2**20)} MiB, streamed with a "
-                  f"{_f(pipe['memory_budget_bytes_streaming'] / 2**20)} MiB budget; "
-                  "`bench_input_pipeline.train_throughput`; target: streaming within 10% of in-memory):", "",
-                  "| source | s/epoch (median after the compiling first) | training samples/s |", "|---|---|---|"]
-        for name in ("in_memory", "zarr_streaming"):
-            lines.append(f"| {name} | {_f(pipe[name]['median_epoch_s'])} | {_f(pipe[name]['train_samples_per_s'])} |")
-        lines += ["", f"- streaming / in-memory throughput {_f(ratio)}: target "
-                      f"{'**met**' if ratio >= 0.9 else '**not met**'}; load average {_f(pipe['load_average'][0])}", ""]
     mem = results.get("memory")
     if mem and mem.get("rows"):
         rows = mem["rows"]
@@ -318,6 +306,18 @@ def markdown_lines(results: dict[str, Any], heading: str = "#") -> list[str]:
                       "range of batch sizes: an epoch is one compiled scan, so its cost follows the number of samples, "
                       "not of steps; on a loaded machine the differences between rows are within run-to-run noise "
                       "(no trend claimed unless the load average is below the core count)", ""]
+    pipe = results.get("pipeline")
+    if pipe and "in_memory" in pipe:
+        ratio = pipe["streaming_over_in_memory_throughput"]
+        lines += [f"Training throughput, Zarr store vs memory ({_f(pipe['n_train'])} training rows, "
+                  f"{_f(pipe['train_split_bytes'] / 2**20)} MiB, streamed with a "
+                  f"{_f(pipe['memory_budget_bytes_streaming'] / 2**20)} MiB budget; "
+                  "`bench_input_pipeline.train_throughput`; target: streaming within 10% of in-memory):", "",
+                  "| source | s/epoch (median after the compiling first) | training samples/s |", "|---|---|---|"]
+        for name in ("in_memory", "zarr_streaming"):
+            lines.append(f"| {name} | {_f(pipe[name]['median_epoch_s'])} | {_f(pipe[name]['train_samples_per_s'])} |")
+        lines += ["", f"- streaming / in-memory throughput {_f(ratio)}: target "
+                      f"{'**met**' if ratio >= 0.9 else '**not met**'}; load average {_f(pipe['load_average'][0])}", ""]
     mem = results.get("memory")
     if mem and mem.get("rows"):
         budget = mem["rows"][0]["memory_budget_bytes"] / 2**20
