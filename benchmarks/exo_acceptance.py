@@ -374,12 +374,17 @@ def stage_report() -> None:
     import jax
 
     load_start = (WORK.parent / "load_start.txt")
+    train_time = (_load_json(TIMES) or {}).get("train", {})
     results = {
+        "results_json": RESULTS_JSON.name,
         "issue": 6,
         "task": "exo_transmission",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "jax": jax.__version__,
-                    "load_average_at_run_start": ([float(x) for x in load_start.read_text().splitlines()[1].split()[:3]]
+                    # The nautilus variants: the load when their training stage started.
+                    "load_average_at_run_start": (train_time.get("load_average_at_start")
+                                                  if REFERENCE_SAMPLER == "nautilus" else
+                                                  [float(x) for x in load_start.read_text().splitlines()[1].split()[:3]]
                                                   if load_start.exists() else None),
                     "run_started": RUN_STARTED,
                     "load_average_at_report": list(os.getloadavg()),
@@ -448,7 +453,7 @@ def _use_converged_variant(name: str = "converged") -> None:
         "stages under `nice` beside the nautilus references and test runs; wall times include that contention")
     TIMES = WORK / f"stage_times-{name}.json"
     TRAIN_LOG, DIAG_LOG = WORK / f"train-{name}.log", WORK / f"diagnose-{name}.log"
-    RUN_STARTED = "2026-11-26 02:45 UTC" if name == "converged" else "2026-11-26 03:45 UTC"
+    RUN_STARTED = "2026-11-26 02:38 UTC" if name == "converged" else "2026-11-26 03:35 UTC"
     MODEL, DIAG, COMPARE = WORK / f"model-{name}", WORK / f"diagnose-{name}", WORK / f"compare-{name}"
     PLOTS = ROOT / "benchmarks" / f"exo-acceptance-{name}"
     RESULTS_JSON = ROOT / "benchmarks" / f"results-exo-acceptance-{name}.json"
