@@ -43,7 +43,9 @@ def header(results: dict[str, Any]) -> list[str]:
               f"- settings: {s}",
               f"- our training recipe (per-task/per-family overrides in each row's config): {results.get('recipe')}",
               "- Timings are medians over repeats after one warm-up call; ours and the peer ran in the same "
-              "run on the same files. Ratios are peer / ours (> 1: ours faster).", ""]
+              "run on the same files. Ratios are peer / ours (> 1: ours faster).",
+              "- Where a target reads **not met**, its measured cause (profiles, ablations) is in "
+              "`benchmarks/NOTES.md`, section \"Gaps against the targets\".", ""]
     return lines
 
 
