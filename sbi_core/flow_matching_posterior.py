@@ -243,7 +243,6 @@ class FlowMatchingPosterior(PersistentPosteriorEstimator):
         Returns:
             Training history, validation metrics and trainer metadata.
         """
-        self._parameter_average_decay = parameter_average_decay
         self._cache_dataset_metadata(dataset)
         schema = self._schema_object()
         if schema is None:
@@ -255,7 +254,7 @@ class FlowMatchingPosterior(PersistentPosteriorEstimator):
                                    self._preprocessor)
         self._standardization = Standardization.fit(data.targets)
         model = self._build_model(schema, self._standardization)
-        self.model, self.training_artifacts = run_training(self, model, data)
+        self.model, self.training_artifacts = run_training(self, model, data, parameter_average_decay)
         return self.training_artifacts
 
     # ------------------------------------------------------------------ observations

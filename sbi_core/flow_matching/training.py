@@ -43,13 +43,15 @@ def build_training_data(dataset: Any, transform: Any, parameter_space: str, prep
     return TrainingData(train, validation, targets, info)
 
 
-def run_training(posterior: Any, model: Any, data: TrainingData) -> tuple[Any, Any]:
-    """Fit ``model`` with the posterior's config groups; return it and TrainingArtifacts."""
+def run_training(posterior: Any, model: Any, data: TrainingData,
+                 parameter_average_decay: float | None = None) -> tuple[Any, Any]:
+    """Fit ``model`` with the posterior's config groups (plus the fit keyword
+    ``parameter_average_decay``); return it and TrainingArtifacts."""
     from sbi_core.posterior_base import TrainingArtifacts
 
     repeats = int(posterior.validation_loss_repeats)
     eval_key = jax.random.PRNGKey(posterior.seed + 1)
-    decay = getattr(posterior, "_parameter_average_decay", None)
+    decay = parameter_average_decay
     optimization = with_parameter_average(posterior.optimization_config, decay)
     trainer = SBITrainer(optimization, posterior.early_stopping_config,
                          posterior.checkpoint_config, seed=posterior.seed, progress=posterior.progress)

@@ -205,3 +205,13 @@ def test_other_parameter_spaces_and_hutchinson(store, space):
     exact.observation_schema = posterior.observation_schema
     # 64 Rademacher probes: close to the exact-divergence density of the same model.
     np.testing.assert_allclose(posterior.log_prob(enc, draws.samples), exact.log_prob(enc, draws.samples), atol=0.1)
+
+
+def test_fit_with_a_weight_average_records_it_and_samples(store):
+    posterior = FlowMatchingPosterior(2, **TINY)
+    artifacts = posterior.fit(store, parameter_average_decay=0.9)
+    assert artifacts.metadata["parameter_average_decay"] == 0.9
+    samples = posterior.sample_posterior(posterior.encode_observation(OBS), 50, seed=0)
+    assert np.all(np.isfinite(np.asarray(samples.samples)))
+    with pytest.raises(ValueError, match="parameter_average_decay"):
+        FlowMatchingPosterior(2, **TINY).fit(store, parameter_average_decay=1.5)
