@@ -92,7 +92,7 @@ def train_posteriors(store: Any, args: argparse.Namespace) -> dict[str, tuple[An
     """Train flow matching and (when available) the spline flow on the same store."""
     out = {}
     fm = FlowMatchingPosterior(store.parameter_dim, **fm_options(args, space_for(store)))
-    out["flow_matching"] = (fm, timed(fm.fit, store)[1])
+    out["flow_matching"] = (fm, timed(fm.fit, store, parameter_average_decay=args.parameter_average_decay)[1])
     if args.spline_baseline:
         try:
             from sbi_core.flow_posterior import ConditionalFlowPosterior
@@ -159,7 +159,8 @@ def benchmark_task(name: str, args: argparse.Namespace, workdir: Path) -> dict[s
                      "samples_per_s_mean": float(np.mean([c[key]["samples_per_s"] for c in cases]))}
                for key in cases[0]}
     result = {"num_simulations": args.num_simulations, "cases": cases, "summary": summary,
-              "training": {k: getattr(args, k) for k in ("learning_rate", "batch_size", "epochs", "patience")},
+              "training": {k: getattr(args, k) for k in ("learning_rate", "batch_size", "epochs", "patience",
+                                                         "parameter_average_decay")},
               "training_time_s": {k: v[1] for k, v in models.items() if not k.endswith("_error")},
               "errors": {k: v[0] for k, v in models.items() if k.endswith("_error")}}
     if name == "gaussian_linear":
@@ -187,7 +188,7 @@ def benchmark_exo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     task = get_task("exo_transmission")
     store, sim_s = timed(simulate_to_store, task, args.exo_simulations, workdir / "exo.zarr", progress=False)
     posterior = FlowMatchingPosterior(store.parameter_dim, **fm_options(args))
-    _, train_s = timed(posterior.fit, store)
+    _, train_s = timed(posterior.fit, store, parameter_average_decay=args.parameter_average_decay)
     _, obs = store.read("test")
     rows = []
     for i in range(args.num_is_observations):
@@ -220,6 +221,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--velocity-network", default="residual", help="'mlp' or 'residual' (flow matching)")
     p.add_argument("--time-prior-exponent", type=float, default=0.0)
     p.add_argument("--sigma-min", type=float, default=0.0)
+    p.add_argument("--parameter-average-decay", type=float, default=None,
+                   help="select and return a weight average (flow matching fit keyword)")
     p.add_argument("--no-spline-baseline", dest="spline_baseline", action="store_false")
     p.add_argument("--exo", action="store_true", help="also run the exo_transmission importance sampling")
     p.add_argument("--exo-simulations", type=int, default=10_000)

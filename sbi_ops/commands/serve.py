@@ -57,15 +57,21 @@ def resolve_model(model: str, data_dir: Path) -> str:
     raise ValueError(f"no such model directory or URI: {model}")
 
 
-def server_command(model_uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The ``mlflow models serve`` argv and environment (the venv's bin first on PATH)."""
+def server_command(model_uri: str, host: str, port: int, workers: int = 1) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow models serve`` argv and environment (the venv's bin first on PATH).
+
+    ``workers`` uvicorn processes each load the model and compile its sampler once; on a
+    multi-core host they serve concurrent clients in parallel (one worker is CPU-bound per request).
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     for key, value in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("DO_NOT_TRACK", "true")):
         env.setdefault(key, value)
     argv = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-            "--host", host, "--port", str(port)]
+            "--host", host, "--port", str(port), "--workers", str(workers)]
     return argv, env
 
 
@@ -73,12 +79,15 @@ def serve(
     model: Annotated[str, typer.Argument(help="models:/<name>@champion, an MLflow model dir, or a saved posterior dir.")],
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 5001,
     host: Annotated[str, typer.Option("--host", help="Interface to bind (default loopback only).")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Server processes; each loads the model (memory x N). About one per core serves concurrent clients in parallel.")] = 1,
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="Registry for models:/ URIs (default: sqlite under the data folder).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Data folder (default $SBI_OPS_DATA_DIR or ./data).")] = None,
 ) -> None:
     """Serve a posterior over HTTP (POST /invocations)."""
     if not 0 < port < 65536:
         raise _fail(f"--port must be in 1..65535, got {port}")
+    if workers < 1:
+        raise _fail(f"--workers must be >= 1, got {workers}")
     from flows.options import default_data_dir
     from flows.tracking import MlflowService
 
@@ -87,7 +96,7 @@ def serve(
         uri = resolve_model(model, data)
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
-    argv, env = server_command(uri, host, port)
+    argv, env = server_command(uri, host, port, workers)
     env.setdefault("MLFLOW_TRACKING_URI", tracking_uri or MlflowService.create(None, data).tracking_uri)
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri

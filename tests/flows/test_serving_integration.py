@@ -158,3 +158,9 @@ def test_a_saved_posterior_directory_is_wrapped_once(first_run, data_dir):
     argv, env = server_command(wrapped, "127.0.0.1", 5005)
     assert argv[1:4] == ["models", "serve", "-m"] and "--env-manager" in argv
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert argv[argv.index("--workers") + 1] == "1"
+    argv, _ = server_command(wrapped, "127.0.0.1", 5005, workers=3)
+    assert argv[argv.index("--workers") + 1] == "3"
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+            server_command(wrapped, "127.0.0.1", 5005, workers=bad)
