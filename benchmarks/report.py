@@ -142,6 +142,8 @@ def speed_table(name: str, suite: dict[str, Any]) -> list[str]:
 
 def flow_matching_section(suite: dict[str, Any]) -> list[str]:
     lines = ["## Flow matching (issue 4), from `bench_flow_matching.py`", ""]
+    if suite.get("note"):  # e.g. a suite re-run after the rest of the report
+        lines += [suite["note"], ""]
     if "error" in suite:
         return lines + [f"failed: {suite['error']}", ""]
     lines += ["| task | estimator/solver | C2ST (mean) | samples/s (mean) |", "|---|---|---|---|"]
