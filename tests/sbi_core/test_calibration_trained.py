@@ -3,8 +3,9 @@
 ``test_calibration.py`` checks the diagnostics against the exact posterior and deliberately
 mis-specified ones; this closes the loop with a model that learned the posterior from
 simulations: its HPD calibration error over the held-out split lies within the Monte-Carlo floor
-plus 0.01 (issue 6's first acceptance bullet), and a copy of its draws with the widths halved
-around each observation's mean is flagged (under-coverage and z-score spread).
+plus 0.01 (issue 6's first acceptance bullet), and copies of its draws with the widths halved
+around each observation's mean, or shifted by one posterior sd, are flagged by coverage, SBC and
+TARP alike.
 """
 
 from __future__ import annotations
@@ -42,18 +43,20 @@ def test_trained_gaussian_linear_posterior_is_calibrated(trained):
     np.testing.assert_allclose(report.pp.contraction, 0.5, atol=0.1)
 
 
-def test_halving_the_trained_widths_is_flagged(trained):
+@pytest.mark.parametrize("distortion", ["halved widths", "shifted by one posterior sd"])
+def test_a_distorted_copy_of_the_trained_posterior_is_flagged_by_every_method(trained, distortion):
     post, store = trained
-    from sbi_core.calibration.posterior_arrays import blocks_from_stacked, posterior_calibration_arrays
     from sbi_core.calibration.diagnose import select_observations
+    from sbi_core.calibration.posterior_arrays import blocks_from_stacked, posterior_calibration_arrays
 
     theta, obs = store.read(select_observations(store, "test", None))
     arrays = posterior_calibration_arrays(post, theta, blocks_from_stacked(store.observation_schema, obs),
                                           num_samples=500, seed=0, with_log_prob=False)
     mean = arrays.samples.mean(axis=1, keepdims=True)
-    narrow = mean + 0.5 * (arrays.samples - mean)
-    report = run_calibration(narrow, arrays.true_parameters, None, None,
+    sd = arrays.samples.std(axis=1, keepdims=True)
+    draws = mean + 0.5 * (arrays.samples - mean) if distortion == "halved widths" else arrays.samples + sd
+    report = run_calibration(draws, arrays.true_parameters, None, None,
                              parameter_names=store.parameter_names, seed=0)
     assert not report.passed
-    assert any(f.startswith("coverage:") for f in report.failures), report.failures
-    assert np.all(report.pp.z_score_std > 1.5)
+    for method in ("coverage:", "sbc:", "tarp:"):
+        assert any(f.startswith(method) for f in report.failures), (method, report.failures)
