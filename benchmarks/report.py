@@ -46,6 +46,9 @@ def header(results: dict[str, Any]) -> list[str]:
               "run on the same files. Ratios are peer / ours (> 1: ours faster).",
               "- Where a target reads **not met**, its measured cause (profiles, ablations) is in "
               "`benchmarks/NOTES.md`, section \"Gaps against the targets\".", ""]
+    rerun = [name for name, suite in results.get("suites", {}).items() if isinstance(suite, dict) and suite.get("note")]
+    if rerun:
+        lines[-1:-1] = [f"- re-run after this run (their sections say when and why): {', '.join(rerun)}"]
     return lines
 
 
@@ -175,6 +178,8 @@ def render(results: dict[str, Any]) -> str:
     lines = header(results) + accuracy_table(suites)
     for name in ("two_moons", "gaussian_linear", "exo_transmission"):
         if name in suites and "rows" in suites[name]:
+            if suites[name].get("note"):  # a suite re-run after the rest of the report
+                lines += [f"> {name}: {suites[name]['note']}", ""]
             lines += speed_table(name, suites[name])
     if "flow_matching" in suites:
         lines += flow_matching_section(suites["flow_matching"])

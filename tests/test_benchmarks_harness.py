@@ -41,6 +41,11 @@ def test_render_states_targets_and_ratios():
     assert "fit() wall 20x **met**" in text
     assert "batched 100x **met**" in text
     assert "exo_transmission: `RuntimeError('boom')`" in text
+    assert "re-run after this run" not in text
+    results["suites"]["two_moons"]["note"] = "Re-run at 07:00 with recipe X."
+    text = render(results)
+    assert "> two_moons: Re-run at 07:00 with recipe X." in text
+    assert "- re-run after this run (their sections say when and why): two_moons" in text
 
 
 def test_flow_matching_section_shows_a_rerun_note_and_rows():
