@@ -133,7 +133,7 @@ class DiagnosticsPlotter:
             self.plot(epoch)
 
     def plot(self, epoch: int) -> Path:
-        """Write ``epoch_XXXX.png`` (losses and stability diagnostics vs epoch)."""
+        """Write ``epoch_<epoch, 4 digits>.png`` (losses and stability diagnostics vs epoch)."""
         import matplotlib
 
         matplotlib.use("Agg")

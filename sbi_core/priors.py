@@ -19,6 +19,7 @@ bound stays finite. The normal prior uses ``log_ndtr`` and needs no floor.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -77,38 +78,47 @@ class AbstractPrior(eqx.Module):
     kind: ClassVar[str]
 
     @property
+    @abc.abstractmethod
     def support(self) -> tuple[float, float]:
         """(low, high) of the support; may be (-inf, inf)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def sample(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Float[Array, "*shape"]:
         """Draw samples of the given shape in physical units."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def log_prob(self, x: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """Log-density in physical units; ``-inf`` outside the support."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def cdf(self, x: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """Physical value -> cube value u in [0, 1]."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def icdf(self, u: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """Cube value -> physical value (inverse CDF)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def log_cdf(self, x: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """log u = log CDF(x), accurate where u is tiny."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def log_sf(self, x: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """log(1 - u), accurate where u is close to one."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def log_pdf_for_cdf(self, x: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """log |d cdf / dx|: equals ``log_prob`` inside the support, smooth and finite outside."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def icdf_from_logit(self, y: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
         """Physical value for unconstrained ``y = logit(u)``, without rounding u to 0 or 1.
 
@@ -117,6 +127,7 @@ class AbstractPrior(eqx.Module):
         """
         raise NotImplementedError
 
+    @abc.abstractmethod
     def to_payload(self) -> dict[str, Any]:
         """The DESIGN.md JSON form of this prior."""
         raise NotImplementedError

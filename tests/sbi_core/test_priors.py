@@ -112,3 +112,10 @@ def test_priors_are_hashable_static_under_jit():
     f = jax.jit(lambda p, x: p.log_prob(x))
     assert float(f(prior, 1.0)) == pytest.approx(-math.log(2.0))
     assert len({prior, UniformPrior(0.0, 2.0)}) == 1
+
+
+def test_the_prior_interface_is_abstract():
+    from sbi_core.priors import AbstractPrior
+
+    with pytest.raises(TypeError, match="abstract"):
+        AbstractPrior()
