@@ -143,10 +143,14 @@ def speed_table(name: str, suite: dict[str, Any]) -> list[str]:
     return lines
 
 
+def rerun_note(suite: dict[str, Any], prefix: str = "") -> list[str]:
+    """A suite re-run after the rest of the report carries a ``note`` (when and why): quote it."""
+    return [f"> {prefix}{suite['note']}", ""] if suite.get("note") else []
+
+
 def flow_matching_section(suite: dict[str, Any]) -> list[str]:
     lines = ["## Flow matching (issue 4), from `bench_flow_matching.py`", ""]
-    if suite.get("note"):  # e.g. a suite re-run after the rest of the report
-        lines += [suite["note"], ""]
+    lines += rerun_note(suite)
     if "error" in suite:
         return lines + [f"failed: {suite['error']}", ""]
     lines += ["| task | estimator/solver | C2ST (mean) | samples/s (mean) |", "|---|---|---|---|"]
@@ -178,8 +182,7 @@ def render(results: dict[str, Any]) -> str:
     lines = header(results) + accuracy_table(suites)
     for name in ("two_moons", "gaussian_linear", "exo_transmission"):
         if name in suites and "rows" in suites[name]:
-            if suites[name].get("note"):  # a suite re-run after the rest of the report
-                lines += [f"> {name}: {suites[name]['note']}", ""]
+            lines += rerun_note(suites[name], f"{name}: ")
             lines += speed_table(name, suites[name])
     if "flow_matching" in suites:
         lines += flow_matching_section(suites["flow_matching"])

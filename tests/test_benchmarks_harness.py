@@ -55,5 +55,5 @@ def test_flow_matching_section_shows_a_rerun_note_and_rows():
                                                                         {"c2st_mean": 0.52, "samples_per_s_mean": 10.0}}},
              "results_file": "results-flow-matching.json"}
     text = "\n".join(flow_matching_section(suite))
-    assert "Re-run at 06:40 alone." in text and "| two_moons | flow_matching/midpoint | 0.52 |" in text
+    assert "> Re-run at 06:40 alone." in text and "| two_moons | flow_matching/midpoint | 0.52 |" in text
     assert "Re-run" not in "\n".join(flow_matching_section({k: v for k, v in suite.items() if k != "note"}))
