@@ -108,13 +108,19 @@ def _common_flags(plan: TaskPlan, settings: dict[str, Any], speed: bool) -> list
     return flags + ([] if speed else ["--no-speed"])
 
 
-def run_ours(plan: TaskPlan, family: str, files: dict[str, Path], settings: dict[str, Any], speed: bool,
-             extra_flags: tuple[str, ...] = (), tag: str = ""):
+def family_config(plan: TaskPlan, family: str, max_epochs: int) -> dict[str, Any]:
+    """Constructor and fit keywords of our ``family`` on ``plan`` (the recipe with its overrides)."""
     config = {**RECIPE, **plan.extra, **plan.family_extra.get(family, {}), "flow_family": family, "parameter_space": plan.parameter_space}
     # The settings' epoch cap (3 under --quick) bounds a plan's own epoch budget.
-    config["num_epochs"] = min(settings["max_epochs"], config.get("num_epochs", settings["max_epochs"]))
+    config["num_epochs"] = min(max_epochs, config.get("num_epochs", max_epochs))
     if family != "spline":
         config.pop("num_spline_bins")
+    return config
+
+
+def run_ours(plan: TaskPlan, family: str, files: dict[str, Path], settings: dict[str, Any], speed: bool,
+             extra_flags: tuple[str, ...] = (), tag: str = ""):
+    config = family_config(plan, family, settings["max_epochs"])
     out = files["train"].parent / f"ours-{family}{tag}.npz"
     argv = [python_executable(), "-m", "benchmarks.ours_worker", str(files["train"]), str(files["test"]), str(out),
             "--config", json.dumps(config), *_common_flags(plan, settings, speed), *extra_flags]
