@@ -7,6 +7,7 @@ instances, so a loaded model samples without recompiling and repeated calls neve
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,8 @@ class FlowPosteriorIOMixin:
             "flow_space": self.flow_space,
             "standardization": {"space": self.flow_space, "shift": list(shift), "scale": list(scale)},
             "weights_file": WEIGHTS_FILE,
+            # Layout marker: absent in models saved before the transformer offset existed.
+            "neural_autoregressive_shift": self.configs.flow.neural_autoregressive_shift,
         }
         return payload
 
@@ -240,9 +243,16 @@ class FlowPosteriorIOMixin:
         return dict(config)
 
     def hydrate_loaded_metadata(self, metadata: Mapping[str, Any]) -> None:
-        """Restore cached metadata, including the flow-space standardisation."""
+        """Restore cached metadata, including the flow-space standardisation and the flow layout."""
         super().hydrate_loaded_metadata(metadata)
-        std = (metadata.get("flow_posterior") or {}).get("standardization") or {}
+        section = metadata.get("flow_posterior") or {}
+        shift = section.get("neural_autoregressive_shift", False)  # absent: saved before the offset
+        if not isinstance(shift, bool):
+            raise PosteriorLoadError("metadata.json: flow_posterior.neural_autoregressive_shift must be a "
+                                     f"bool, got {shift!r}")
+        flow = dataclasses.replace(self.configs.flow, neural_autoregressive_shift=shift)
+        self.configs = dataclasses.replace(self.configs, flow=flow)
+        std = section.get("standardization") or {}
         if std:
             shift, scale = tuple(float(v) for v in std["shift"]), tuple(float(v) for v in std["scale"])
             if len(shift) != self.parameter_dim or len(scale) != self.parameter_dim:

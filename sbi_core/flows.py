@@ -49,7 +49,8 @@ def _neural_autoregressive_layer(key, dim, context_dim, cfg: FlowConfig) -> Abst
     return NeuralAutoregressive(
         key, dim, context_dim, cfg.hidden_dim, cfg.conditioner_depth,
         cfg.autoregressive_transform_units, cfg.neural_autoregressive_min_slope,
-        cfg.neural_autoregressive_min_residual, cfg.neural_autoregressive_inverse_bisection_steps)
+        cfg.neural_autoregressive_min_residual, cfg.neural_autoregressive_inverse_bisection_steps,
+        cfg.neural_autoregressive_shift)
 
 
 #: Flow families by name: ``(key, dim, context_dim, config) -> one layer's transform``.
@@ -79,6 +80,10 @@ class FlowConfig:
         neural_autoregressive_min_residual: fixed identity fraction ``r`` mixed into every
             transformer, in [0, 1); bounds the slope below by ``r``.
         neural_autoregressive_inverse_bisection_steps: bisection steps of the inverse, >= 1.
+        neural_autoregressive_shift: the transformer's learned offset (the layout since
+            2026-11-26). Not a constructor option of the posterior: new models always have it,
+            and a model saved before it existed is rebuilt with ``False`` (its metadata lacks
+            ``flow_posterior.neural_autoregressive_shift``), so its weights still load.
         base_distribution: ``'gaussian'`` or ``'student_t'`` (standard, ``STUDENT_T_DOF`` dof).
         use_base_affine: add a learned elementwise affine before the base distribution.
     """
@@ -93,6 +98,7 @@ class FlowConfig:
     neural_autoregressive_min_slope: float = 1e-3
     neural_autoregressive_min_residual: float = 0.05
     neural_autoregressive_inverse_bisection_steps: int = 48
+    neural_autoregressive_shift: bool = True
     base_distribution: str = "gaussian"
     use_base_affine: bool = False
 
@@ -103,8 +109,9 @@ class FlowConfig:
         if self.base_distribution not in BASE_DISTRIBUTIONS:
             raise ValueError(f"unknown base_distribution {self.base_distribution!r}; known: "
                              f"{list(BASE_DISTRIBUTIONS)}")
-        if not isinstance(self.use_base_affine, bool):
-            raise ValueError(f"use_base_affine must be a bool, got {self.use_base_affine!r}")
+        for name in ("use_base_affine", "neural_autoregressive_shift"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         check_int("num_layers", self.num_layers, 1)
         check_int("hidden_dim", self.hidden_dim, 1)
         check_int("conditioner_depth", self.conditioner_depth, 1)

@@ -45,6 +45,10 @@ BIJECTIONS = {
     "masked_autoregressive": lambda k: MaskedAutoregressive(k, DIM, CONTEXT, 8, 2, 2),
     "neural_autoregressive": _naf,
     "neural_autoregressive_d1": lambda k: _naf(k, 1),
+    # The layout of models saved before the transformer's offset (still loaded, so still tested).
+    "neural_autoregressive_no_shift": lambda k: NeuralAutoregressive(
+        k, DIM, CONTEXT, 8, 1, transform_units=4, min_slope=1e-3, min_residual=0.05, bisection_steps=48,
+        shift=False),
     "permutation": lambda k: Permutation((2, 0, 1)),
     "elementwise_affine": lambda k: ElementwiseAffine(DIM),
     # Chain and Repeated are exercised through every flow in test_flows.py.
@@ -172,6 +176,7 @@ def test_rq_spline_is_increasing():
     (lambda k: NeuralAutoregressive(k, 3, 2, 8, 1, 4, 0.0, 0.05, 48), "min_slope"),
     (lambda k: NeuralAutoregressive(k, 3, 2, 8, 1, 4, 1e-3, 1.0, 48), "min_residual"),
     (lambda k: NeuralAutoregressive(k, 3, 2, 8, 1, 4, 1e-3, 0.05, 0), "bisection_steps"),
+    (lambda k: NeuralAutoregressive(k, 3, 2, 8, 1, 4, 1e-3, 0.05, 48, shift=1), "shift must be a bool"),
     (lambda k: Permutation((0, 0, 1)), "permutation"),
     (lambda k: Chain([]), "non-empty"),
 ])

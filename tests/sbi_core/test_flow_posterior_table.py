@@ -6,10 +6,17 @@ these tests exercise inference and persistence without paying for training.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
+import equinox as eqx
+import jax
 import numpy as np
 import pytest
 
 from sbi_core.compatibility import TaskCompatibilityError
+from sbi_core.metadata_checksum import seal_directory
+from sbi_core.persistence import PosteriorLoadError
 from sbi_core.observation import ObservationBlock
 from sbi_core.posterior import (
     ConditionalFlowPosterior,
@@ -114,3 +121,55 @@ def test_incompatible_observation_raises(store):
         post.encode_observation([ObservationBlock(name="y", modality="auxiliary", values=np.zeros(2))])
     with pytest.raises(TaskCompatibilityError, match="modality"):
         post.encode_observation([ObservationBlock(name="x", modality="photometry", values=np.zeros(2))])
+
+
+def _perturbed_flow(post: ConditionalFlowPosterior) -> None:
+    """Move the flow off its zero-initialised identity, so every transformer output matters."""
+    flow = post.model.flow
+    leaves, treedef = jax.tree_util.tree_flatten(flow)
+    keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
+    leaves = [leaf + 0.3 * jax.random.normal(k, leaf.shape) if eqx.is_inexact_array(leaf) else leaf
+              for leaf, k in zip(leaves, keys)]
+    post.model = eqx.tree_at(lambda m: m.flow, post.model, jax.tree_util.tree_unflatten(treedef, leaves))
+
+
+def _rewrite_metadata(out, edit) -> None:
+    meta = json.loads((out / "metadata.json").read_text())
+    edit(meta)
+    (out / "metadata.json").write_text(json.dumps(meta))
+    seal_directory(out)
+
+
+def test_neural_autoregressive_saved_before_the_transformer_offset_still_loads(store, tmp_path):
+    """Models of the earlier layout (no offset ``d``, metadata without the marker) load unchanged."""
+    post = _posterior(store, "neural_autoregressive", "unconstrained")
+    old_layout = dataclasses.replace(post.configs.flow, neural_autoregressive_shift=False)
+    post.configs = dataclasses.replace(post.configs, flow=old_layout)
+    _perturbed_flow(post)
+    enc = post.encode_observation(blocks_of(store))
+    draws = post.sample_posterior(enc, 16, seed=3)
+    lp = post.log_prob(enc, draws.samples)
+    out = tmp_path / "model"
+    post.save(str(out))
+    _rewrite_metadata(out, lambda meta: meta["flow_posterior"].pop("neural_autoregressive_shift"))
+
+    loaded = PersistentPosteriorEstimator.load(str(out))
+
+    assert loaded.configs.flow.neural_autoregressive_shift is False
+    enc2 = loaded.encode_observation(blocks_of(store))
+    np.testing.assert_array_equal(loaded.sample_posterior(enc2, 16, seed=3).samples, draws.samples)
+    np.testing.assert_array_equal(loaded.log_prob(enc2, draws.samples), lp)
+
+
+def test_new_models_record_the_offset_and_a_bad_marker_is_refused(store, tmp_path):
+    post = _posterior(store, "neural_autoregressive", "unconstrained")
+    _perturbed_flow(post)
+    out = tmp_path / "model"
+    post.save(str(out))
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["flow_posterior"]["neural_autoregressive_shift"] is True
+    assert PersistentPosteriorEstimator.load(str(out)).configs.flow.neural_autoregressive_shift is True
+
+    _rewrite_metadata(out, lambda meta: meta["flow_posterior"].update(neural_autoregressive_shift="yes"))
+    with pytest.raises(PosteriorLoadError, match="neural_autoregressive_shift must be a bool"):
+        PersistentPosteriorEstimator.load(str(out))
