@@ -57,3 +57,17 @@ def test_flow_matching_section_shows_a_rerun_note_and_rows():
     text = "\n".join(flow_matching_section(suite))
     assert "> Re-run at 06:40 alone." in text and "| two_moons | flow_matching/midpoint | 0.52 |" in text
     assert "Re-run" not in "\n".join(flow_matching_section({k: v for k, v in suite.items() if k != "note"}))
+
+
+def test_family_config_layers_recipe_task_and_family_overrides():
+    from benchmarks.bench_posteriors import RECIPE, family_config, plans
+
+    plan = plans({"num_simulations": 10_000, "exo_simulations": 20_000})["gaussian_linear"]
+    spline = family_config(plan, "spline", max_epochs=300)
+    naf = family_config(plan, "neural_autoregressive", max_epochs=3)
+    assert spline["hidden_dim"] == naf["hidden_dim"] == 32 != RECIPE["hidden_dim"]  # task override
+    assert spline["spline_bound"] == 4.0 and "spline_bound" not in naf  # family override
+    assert naf["learning_rate"] == 1e-3 and spline["learning_rate"] == 3e-4
+    assert "num_spline_bins" not in naf and spline["num_spline_bins"] == RECIPE["num_spline_bins"]
+    assert (spline["num_epochs"], naf["num_epochs"]) == (300, 3)  # the settings' cap bounds the plan
+    assert spline["flow_family"] == "spline" and spline["parameter_space"] == "physical"
