@@ -13,14 +13,16 @@ Transformer, per coordinate ``i`` (``r = min_residual``, ``K = transform_units``
 ``f' >= r + (1 - r) * min_slope > 0`` everywhere, and the tanh part is bounded by
 ``M = (1 - r) * sum_k w_k``, so ``f`` maps R onto R and ``f(x) = z`` has its root in
 ``[(z' - M) / S, (z' + M) / S]`` with ``z' = z - (1 - r) * d`` and ``S = r + (1 - r) * c``: a
-bracket that provably contains the root, which the inverse bisects.
+bracket that provably contains the root, which the inverse bisects. The deep-sigmoidal
+transformer of Huang et al. is replaced by this sum-of-tanh form because the logit of a sigmoid
+mixture is not surjective in float32.
 
 The offset ``d`` (``shift=True``, the default) lets a layer translate a coordinate by any amount.
-Without it a translation has to come from the bounded tanh sum: on ``gaussian_linear`` the
-posterior of an observation far from the prior mean then stayed off (C2ST 0.64 on that
-observation, 0.557 over ten; with the offset 0.557 and 0.535). ``shift=False`` is the layout of
-models saved before the offset existed; they load with it (see ``FlowConfig``). The deep-sigmoidal transformer of Huang et al. is replaced
-by this sum-of-tanh form because the logit of a sigmoid mixture is not surjective in float32.
+Without it a translation has to come from the bounded tanh sum: on ``gaussian_linear`` (width
+32, weight average) the posterior of an observation far from the prior mean then stayed off
+(C2ST 0.64 on that observation, 0.557 over ten; with the offset 0.557 and 0.535).
+``shift=False`` is the layout of models saved before the offset existed; they load with it (see
+``FlowConfig``).
 """
 
 from __future__ import annotations
