@@ -42,11 +42,20 @@ def test_defaults_train_to_convergence_and_overrides_win():
 def test_center_spectrum_levels_is_routed_to_fit_not_the_constructor(estimator):
     cls, opts = resolve_estimator_options({"estimator": estimator}, {"center_spectrum_levels": False})
     constructor, fit = split_fit_options(opts)
-    assert fit == {"center_spectrum_levels": False} and "center_spectrum_levels" not in constructor
+    assert fit == {"center_spectrum_levels": False, "parameter_average_decay": 0.999}
+    assert "center_spectrum_levels" not in constructor and "parameter_average_decay" not in constructor
     cls(parameter_dim=2, **constructor)  # the constructor accepts what is left
-    assert split_fit_options(resolve_estimator_options({}, {})[1])[1] == {}
+    assert split_fit_options(resolve_estimator_options({}, {})[1])[1] == {"parameter_average_decay": 0.999}
     with pytest.raises(EstimatorOptionsError, match="center_spectrum_levels must be true or false"):
         split_fit_options({"center_spectrum_levels": "no"})
+
+
+def test_the_weight_average_is_a_default_that_null_turns_off():
+    _, opts = resolve_estimator_options({}, parse_set_options(["parameter_average_decay=null"]))
+    assert split_fit_options(opts)[1] == {"parameter_average_decay": None}
+    _, opts = resolve_estimator_options({"parameter_average_decay": 0.99}, {})
+    assert split_fit_options(opts)[1]["parameter_average_decay"] == 0.99
+    assert TRAINING_DEFAULTS["parameter_average_decay"] == 0.999
 
 
 def test_unknown_key_names_key_and_allowed(tmp_path):
