@@ -246,11 +246,11 @@ class FlowPosteriorIOMixin:
         """Restore cached metadata, including the flow-space standardisation and the flow layout."""
         super().hydrate_loaded_metadata(metadata)
         section = metadata.get("flow_posterior") or {}
-        shift = section.get("neural_autoregressive_shift", False)  # absent: saved before the offset
-        if not isinstance(shift, bool):
+        offset = section.get("neural_autoregressive_shift", False)  # absent: saved before the offset
+        if not isinstance(offset, bool):
             raise PosteriorLoadError("metadata.json: flow_posterior.neural_autoregressive_shift must be a "
-                                     f"bool, got {shift!r}")
-        flow = dataclasses.replace(self.configs.flow, neural_autoregressive_shift=shift)
+                                     f"bool, got {offset!r}")
+        flow = dataclasses.replace(self.configs.flow, neural_autoregressive_shift=offset)
         self.configs = dataclasses.replace(self.configs, flow=flow)
         std = section.get("standardization") or {}
         if std:
