@@ -101,7 +101,7 @@ def run_fit(posterior: Any, dataset: Any, elbo_fn: Callable | None, elbo_samples
     model = posterior._build_model(posterior._encoding_schema())
     train_loss, eval_loss, graph_pre = _losses(posterior, train, preprocessor, elbo_fn, elbo_samples)
     cfg = posterior.configs
-    diagnostics = make_diagnostics_fn(posterior.seed, graph_pre)
+    diagnostics = make_diagnostics_fn(posterior.seed, graph_pre, expected_calls=optimization.num_epochs)
     callback = None
     if cfg.diagnostics.verbose_diagnostics:
         callback = DiagnosticsPlotter(cfg.diagnostics.diagnostics_output_directory,

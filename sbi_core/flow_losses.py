@@ -80,7 +80,7 @@ class PosteriorModel(eqx.Module):
 
     def flow_log_prob(self, x: Float[Array, "B P"], embeddings: Float[Array, "B E"]) -> Float[Array, " B"]:
         """``log q(x | e)`` in (unstandardised) flow space."""
-        lp = jax.vmap(self.flow.log_prob)(self.standardize(x), embeddings)
+        lp = self.flow.batch_log_prob(self.standardize(x), embeddings)
         return lp - self.log_scale_sum
 
 
@@ -155,7 +155,7 @@ def npe_loss(
     """Mean NLL of flow-space targets ``x`` (+ auxiliary and spline terms when asked)."""
     emb = model.embed(observations)
     xs = model.standardize(x)
-    loss = -jnp.mean(jax.vmap(model.flow.log_prob)(xs, emb)) + model.log_scale_sum
+    loss = -jnp.mean(model.flow.batch_log_prob(xs, emb)) + model.log_scale_sum
     if include_regularization and model.aux_head is not None:
         loss = loss + _aux_penalty(model, xs, emb)
     if include_regularization and model.regularization.uses_spline_regularization:
@@ -244,11 +244,10 @@ def stability_diagnostics(
     """
     emb = model.embed(observations)
     xs = model.standardize(x)
-    z, ld_f = jax.vmap(model.flow.forward)(xs, emb)
+    z, ld_f = model.flow.forward_batch(xs, emb)
     # One inverse pass (compiled once) maps both the forward latents and fresh base draws.
     latents = jnp.concatenate([z[:, None], _base_draws(model, key, (z.shape[0], num_draws, z.shape[1]))], axis=1)
-    inverse_row = jax.vmap(model.flow.inverse, in_axes=(0, None))
-    out, ld_inv = jax.vmap(inverse_row)(latents, emb)
+    out, ld_inv = jax.vmap(model.flow.inverse_batch)(latents, emb)
     xr, ld_i, draws = out[:, 0], ld_inv[:, 0], out[:, 1:]
     if model.flow_space == "unconstrained":
         cube = jax.nn.sigmoid(model.unstandardize(draws)).astype(jnp.float32)

@@ -47,7 +47,7 @@ def _sample_kernel(model: PosteriorModel, keys: jax.Array, embeddings: jax.Array
 @eqx.filter_jit
 def _log_prob_kernel(model: PosteriorModel, embedding: jax.Array, x: jax.Array, space: str) -> jax.Array:
     u, log_jac = to_flow_space(x, space, model.flow_space)
-    lp = jax.vmap(lambda ui: model.flow.log_prob(model.standardize(ui), embedding))(u)
+    lp = model.flow.batch_log_prob(model.standardize(u), embedding)
     lp = lp - model.log_scale_sum + log_jac
     if space == "cube":
         lp = jnp.where(jnp.all((x > 0) & (x < 1), axis=-1), lp, -jnp.inf)

@@ -66,6 +66,30 @@ class AbstractBijection(eqx.Module):
         z, log_det = self.forward(x, context)
         return z, log_det, {}
 
+    def forward_batch(self, x: Float[Array, "n dim"], context: BatchContext
+                      ) -> tuple[Float[Array, "n dim"], Float[Array, " n"]]:
+        """:meth:`forward` over a batch of samples, with one context per sample ``(n, c)`` or
+        one shared context ``(c,)``; returns ``(z, log|det|)`` of shapes ``(n, dim)``, ``(n,)``.
+
+        The default vmaps :meth:`forward`. A family whose arithmetic vectorises better with the
+        batch as the minor axis overrides it with the same values (the spline coupling).
+        """
+        return jax.vmap(self.forward, in_axes=(0, context_axis(context)))(x, context)
+
+    def inverse_batch(self, z: Float[Array, "n dim"], context: BatchContext
+                      ) -> tuple[Float[Array, "n dim"], Float[Array, " n"]]:
+        """:meth:`inverse` over a batch of samples (see :meth:`forward_batch`)."""
+        return jax.vmap(self.inverse, in_axes=(0, context_axis(context)))(z, context)
+
+
+#: A batch's context: one row per sample ``(n, c)``, or one context shared by all ``(c,)``.
+BatchContext = Float[Array, "n context_dim"] | Float[Array, " context_dim"] | None
+
+
+def context_axis(context: BatchContext) -> int | None:
+    """The vmap axis of a batch's context: 0 per sample, None when shared (or absent)."""
+    return None if context is None or jnp.ndim(context) == 1 else 0
+
 
 class Chain(AbstractBijection):
     """Composition of bijections: ``forward`` applies them in order, ``inverse`` in reverse.
@@ -93,6 +117,20 @@ class Chain(AbstractBijection):
         log_det = jnp.zeros((), z.dtype)
         for bijection in reversed(self.bijections):
             z, step = bijection.inverse(z, context)
+            log_det = log_det + step
+        return z, log_det
+
+    def forward_batch(self, x, context):
+        log_det = jnp.zeros(x.shape[:1], x.dtype)
+        for bijection in self.bijections:
+            x, step = bijection.forward_batch(x, context)
+            log_det = log_det + step
+        return x, log_det
+
+    def inverse_batch(self, z, context):
+        log_det = jnp.zeros(z.shape[:1], z.dtype)
+        for bijection in reversed(self.bijections):
+            z, step = bijection.inverse_batch(z, context)
             log_det = log_det + step
         return z, log_det
 
@@ -140,7 +178,8 @@ class Repeated(AbstractBijection):
             y, step_log_det, stats = fn(eqx.combine(layer_params, static), y)
             return (y, log_det + step_log_det), stats
 
-        init = (value, jnp.zeros((), value.dtype))
+        # One log-det per sample: () for one sample, (n,) for a batch (value of shape (n, dim)).
+        init = (value, jnp.zeros(value.shape[:-1], value.dtype))
         (out, log_det), stats = jax.lax.scan(step, init, params, reverse=reverse)
         return out, log_det, stats
 
@@ -150,6 +189,14 @@ class Repeated(AbstractBijection):
 
     def inverse(self, z, context):
         out, log_det, _ = self._scan(lambda b, y: (*b.inverse(y, context), None), z, True)
+        return out, log_det
+
+    def forward_batch(self, x, context):
+        out, log_det, _ = self._scan(lambda b, y: (*b.forward_batch(y, context), None), x, False)
+        return out, log_det
+
+    def inverse_batch(self, z, context):
+        out, log_det, _ = self._scan(lambda b, y: (*b.inverse_batch(y, context), None), z, True)
         return out, log_det
 
     def forward_with_statistics(self, x, context):

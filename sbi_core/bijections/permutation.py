@@ -37,3 +37,9 @@ class Permutation(AbstractBijection):
 
     def inverse(self, z: Float[Array, " dim"], context=None):
         return z[np.argsort(self.indices)], jnp.zeros((), z.dtype)
+
+    def forward_batch(self, x: Float[Array, "n dim"], context=None):
+        return x[:, np.asarray(self.indices)], jnp.zeros(x.shape[:1], x.dtype)
+
+    def inverse_batch(self, z: Float[Array, "n dim"], context=None):
+        return z[:, np.argsort(self.indices)], jnp.zeros(z.shape[:1], z.dtype)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from sbi_core.bijections.base import AbstractBijection, check_float, check_int
+from sbi_core.bijections.base import AbstractBijection, BatchContext, check_float, check_int, context_axis
 from sbi_core.bijections.conditioner import MLP, coupling_split
 from sbi_core.bijections.rational_quadratic_spline import (
     MIN_BIN_HEIGHT, MIN_BIN_WIDTH, SplineKnots, rqs_forward, rqs_inverse, spline_knots,
@@ -53,17 +53,26 @@ class SplineCoupling(AbstractBijection):
                                check_int("hidden_dim", hidden_dim, 1),
                                check_int("conditioner_depth", conditioner_depth, 1))
 
-    def _knots(self, x_a, context) -> SplineKnots:
+    def _knots(self, raw: Float[Array, "*batch outputs"]) -> SplineKnots:
+        """Knots from conditioner outputs ``(*batch, n_t * (3K - 1))``, bins leading: each
+        knot array has shape ``(K + 1, n_t, *batch)`` (batch minor, see the spline module)."""
         k = self.num_bins
-        raw = self.conditioner(x_a, context).reshape(-1, 3 * k - 1)
-        make = jax.vmap(spline_knots, in_axes=(0, 0, 0, None))
-        return make(raw[:, :k], raw[:, k : 2 * k], raw[:, 2 * k :], self.spline_bound)
+        raw = raw.reshape(*raw.shape[:-1], self.dim - self.split, 3 * k - 1)
+        raw = jnp.moveaxis(raw, (-1, -2), (0, 1))  # (3K - 1, n_t, *batch)
+        return spline_knots(raw[:k], raw[k : 2 * k], raw[2 * k :], self.spline_bound)
 
     def _apply(self, fn, value, context):
         value_a, value_b = value[: self.split], value[self.split :]
-        knots = self._knots(value_a, context)
-        out_b, log_det = jax.vmap(fn, in_axes=(0, 0, None))(value_b, knots, self.spline_bound)
+        knots = self._knots(self.conditioner(value_a, context))
+        out_b, log_det = fn(value_b, knots, self.spline_bound)
         return jnp.concatenate([value_a, out_b]), jnp.sum(log_det), knots
+
+    def _apply_batch(self, fn, value, context):
+        value_a, value_b = value[:, : self.split], value[:, self.split :]
+        raw = jax.vmap(self.conditioner, in_axes=(0, context_axis(context)))(value_a, context)
+        # The splines run on (n_t, n) arrays: the batch is the contiguous axis XLA vectorises.
+        out_b, log_det = fn(value_b.T, self._knots(raw), self.spline_bound)
+        return jnp.concatenate([value_a, out_b.T], axis=1), jnp.sum(log_det, axis=0)
 
     def forward(self, x: Float[Array, " dim"], context: Float[Array, " context_dim"]):
         z, log_det, _ = self._apply(rqs_forward, x, context)
@@ -73,8 +82,14 @@ class SplineCoupling(AbstractBijection):
         x, log_det, _ = self._apply(rqs_inverse, z, context)
         return x, log_det
 
+    def forward_batch(self, x: Float[Array, "n dim"], context: BatchContext):
+        return self._apply_batch(rqs_forward, x, context)
+
+    def inverse_batch(self, z: Float[Array, "n dim"], context: BatchContext):
+        return self._apply_batch(rqs_inverse, z, context)
+
     def forward_with_statistics(self, x, context):
         """Forward pass plus :func:`spline_statistics` per transformed coordinate
         (leading axis ``dim - dim // 2``)."""
         z, log_det, knots = self._apply(rqs_forward, x, context)
-        return z, log_det, jax.vmap(spline_statistics)(knots)
+        return z, log_det, spline_statistics(knots)

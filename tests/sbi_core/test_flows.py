@@ -48,7 +48,11 @@ def _properties(flow: ConditionalFlow, xs, context, key):
         return -jnp.sum(jax.vmap(eqx.combine(p, static).log_prob, (0, None))(xs, context))
 
     samples, sample_log_probs = flow.sample_and_log_prob(key, context, 8)
+    contexts = context + jnp.arange(xs.shape[0])[:, None] * 0.5  # one context per sample
     return dict(x=x, fwd=fwd, inv=inv, slogdet=jnp.linalg.slogdet(jac)[1],
+                batch=(flow.forward_batch(xs, context), flow.inverse_batch(z, context),
+                       flow.batch_log_prob(xs, context), flow.batch_log_prob(xs, contexts)),
+                per_sample_context_log_probs=jax.vmap(flow.log_prob)(xs, contexts),
                 grads=jax.grad(loss)(params), samples=samples,
                 sample_log_probs=sample_log_probs,
                 log_probs=jax.vmap(flow.log_prob, (0, None))(xs, context),
@@ -178,6 +182,16 @@ def test_bad_options_raise(options, message):
         FlowConfig(**options)
 
 
+def test_batched_methods_match_the_one_sample_methods(case):
+    _, _, (xs, _, _), out = case
+    (z, fwd), (x, inv), log_probs, per_sample = out["batch"]
+    np.testing.assert_allclose(fwd, out["fwd"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(x, out["x"], atol=ROUND_TRIP_ATOL)
+    np.testing.assert_allclose(inv, out["inv"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(log_probs, out["log_probs"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(per_sample, out["per_sample_context_log_probs"], atol=1e-5, rtol=1e-5)
+
+
 def test_bad_dimensions_and_shapes_raise():
     config = CASES["affine"]
     with pytest.raises(ValueError, match="dim"):
@@ -191,6 +205,10 @@ def test_bad_dimensions_and_shapes_raise():
         flow.log_prob(jnp.zeros((5, DIM)), jnp.zeros(CONTEXT))
     with pytest.raises(ValueError, match=r"context must have shape \(2,\), got \(4,\)"):
         flow.log_prob(jnp.zeros(DIM), jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"x must have shape \(n, 3\), got \(3,\)"):
+        flow.batch_log_prob(jnp.zeros(DIM), jnp.zeros(CONTEXT))
+    with pytest.raises(ValueError, match=r"context must have shape \(5, 2\) \(one row per sample\)"):
+        flow.forward_batch(jnp.zeros((5, DIM)), jnp.zeros((4, CONTEXT)))
     with pytest.raises(ValueError, match="context of shape"):
         flow.sample(jax.random.PRNGKey(0), None, 3)
     with pytest.raises(ValueError, match="n must be"):
