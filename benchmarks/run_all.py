@@ -32,10 +32,10 @@ SUITES = ("gaussian_linear", "two_moons", "exo_transmission", "flow_matching", "
 FULL = {"num_simulations": 10_000, "exo_simulations": 20_000, "num_test": 200, "max_epochs": 300,
         "num_samples": 10_000, "c2st_observations": 10, "c2st_max_samples": None, "batch_observations": 100,
         "calibration_observations": 200, "calibration_samples": 1000, "repeats": 5, "peer": True,
-        "peer_max_epochs": None, "warm_cache_rerun": True, "child_timeout_s": 7200}
+        "peer_max_epochs": None, "warm_cache_rerun": True, "child_timeout_s": 7200, "training_seeds": 3}
 QUICK = {**FULL, "num_simulations": 1_000, "exo_simulations": 2_000, "num_test": 100, "max_epochs": 3,
          "num_samples": 500, "c2st_observations": 3, "c2st_max_samples": 300, "batch_observations": 10, "calibration_observations": 50,
-         "calibration_samples": 200, "repeats": 2, "peer_max_epochs": 3}
+         "calibration_samples": 200, "repeats": 2, "peer_max_epochs": 3, "training_seeds": 2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-peer", dest="peer", action="store_false", help="skip the sbi peer (ours only)")
     p.add_argument("--c2st-max-samples", type=int, default=None,
                    help="classify at most this many draws per set (default: all 10,000 as in sbibm; slow)")
+    p.add_argument("--training-seeds", type=int, default=None,
+                   help="two_moons: train ours and sbi with seeds 0..N-1 and compare mean C2STs "
+                        "(default 3; 2 with --quick); timings come from seed 0")
     p.add_argument("--output-json", type=Path, default=RESULTS_JSON)
     p.add_argument("--output-md", type=Path, default=RESULTS_MD)
     return p.parse_args(argv)
@@ -96,6 +99,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.output_json, args.output_md = QUICK_JSON, QUICK_MD
     if args.c2st_max_samples is not None:
         settings["c2st_max_samples"] = args.c2st_max_samples
+    if args.training_seeds is not None:
+        if args.training_seeds < 1:
+            raise SystemExit(f"--training-seeds must be >= 1, got {args.training_seeds}")
+        settings["training_seeds"] = args.training_seeds
     from benchmarks.bench_posteriors import RECIPE
 
     results: dict[str, Any] = {"machine": machine_info(), "settings": settings, "recipe": RECIPE, "suites": {}}

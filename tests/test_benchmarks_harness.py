@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from benchmarks.common import flatten_observations, median_time
 from benchmarks.report import render
@@ -71,3 +72,26 @@ def test_family_config_layers_recipe_task_and_family_overrides():
     assert "num_spline_bins" not in naf and spline["num_spline_bins"] == RECIPE["num_spline_bins"]
     assert (spline["num_epochs"], naf["num_epochs"]) == (300, 3)  # the settings' cap bounds the plan
     assert spline["flow_family"] == "spline" and spline["parameter_space"] == "physical"
+
+
+def test_training_seeds_are_recorded_and_the_verdict_compares_their_means():
+    from benchmarks.bench_posteriors import add_seed
+
+    ours, peer = _row(0.535, 10.0, 0.01), _row(0.531, 200.0, 1.0)
+    add_seed(ours, 1, {"fit_wall_s": 11.0, "epochs": 60}, {"c2st": 0.555})
+    add_seed(ours, 2, {"fit_wall_s": 12.0, "epochs": 70}, {"c2st": 0.545})
+    add_seed(peer, 1, {"fit_wall_s": 190.0, "epochs": 180}, {"c2st": 0.541})
+    add_seed(peer, 2, {"fit_wall_s": 210.0, "epochs": 190}, {"c2st": 0.539})
+    assert ours["training_seeds"] == [0, 1, 2] and ours["c2st_seeds"] == [0.535, 0.555, 0.545]
+    assert ours["fit_wall_s_seeds"] == [10.0, 11.0, 12.0] and ours["epochs_seeds"] == [50, 60, 70]
+    assert ours["c2st_seed_mean"] == pytest.approx(0.545) and peer["c2st_seed_mean"] == pytest.approx(0.537)
+    results = {"machine": {"cpu_count": 2}, "settings": {"quick": False}, "recipe": {}, "suites": {
+        "two_moons": {"num_simulations": 10_000, "metric": "c2st", "rows": {"ours/spline": ours, "sbi/nsf": peer}}}}
+    text = render(results)
+    # Seed 0 alone (0.535 vs 0.531) would pass; the means (0.545 vs 0.537) are what is judged.
+    assert "C2ST, mean over training seeds [0, 1, 2]: ours 0.545 (0.535, 0.555, 0.545) vs sbi 0.537" in text
+    assert "within +0.01): **met**" in text
+    assert "| two_moons | 10000 | ours/spline | 0.545 (mean of seeds [0, 1, 2]: 0.535, 0.555, 0.545) | **met** |" in text
+    ours["c2st_seeds"][1] = 0.585
+    ours["c2st_seed_mean"] = 0.555
+    assert "within +0.01): **not met**" in render(results)
