@@ -183,21 +183,22 @@ class Repeated(AbstractBijection):
         (out, log_det), stats = jax.lax.scan(step, init, params, reverse=reverse)
         return out, log_det, stats
 
-    def forward(self, x, context):
-        out, log_det, _ = self._scan(lambda b, y: (*b.forward(y, context), None), x, False)
+    def _each_layer(self, method: str, value, context, reverse: bool):
+        """Apply ``method`` (``forward``, ``inverse_batch``, ...) of every layer in turn."""
+        out, log_det, _ = self._scan(lambda b, y: (*getattr(b, method)(y, context), None), value, reverse)
         return out, log_det
+
+    def forward(self, x, context):
+        return self._each_layer("forward", x, context, False)
 
     def inverse(self, z, context):
-        out, log_det, _ = self._scan(lambda b, y: (*b.inverse(y, context), None), z, True)
-        return out, log_det
+        return self._each_layer("inverse", z, context, True)
 
     def forward_batch(self, x, context):
-        out, log_det, _ = self._scan(lambda b, y: (*b.forward_batch(y, context), None), x, False)
-        return out, log_det
+        return self._each_layer("forward_batch", x, context, False)
 
     def inverse_batch(self, z, context):
-        out, log_det, _ = self._scan(lambda b, y: (*b.inverse_batch(y, context), None), z, True)
-        return out, log_det
+        return self._each_layer("inverse_batch", z, context, True)
 
     def forward_with_statistics(self, x, context):
         """Forward pass; each statistic gains a leading ``num_layers`` axis."""
