@@ -284,7 +284,7 @@ def add_seed(row: dict[str, Any], seed: int, timings: dict[str, Any], score: dic
     row.setdefault("c2st_seeds", [row["c2st"]]).append(score["c2st"])
     row.setdefault("fit_wall_s_seeds", [row["fit_wall_s"]]).append(timings["fit_wall_s"])
     row.setdefault("epochs_seeds", [row["epochs"]]).append(timings["epochs"])
-    row["training_seeds"] = [0, *row.get("training_seeds", [])[1:], seed]
+    row.setdefault("training_seeds", [0]).append(seed)
     row["c2st_seed_mean"] = float(np.mean(row["c2st_seeds"]))
 
 
