@@ -40,6 +40,7 @@ from sbi_core.flow_posterior_io import FlowPosteriorIOMixin
 from sbi_core.flows import build_flow
 from sbi_core.posterior_base import PersistentPosteriorEstimator, TrainingArtifacts
 from sbi_core.posterior_configs import FlowPosteriorConfigs, route_flow_posterior_options
+from sbi_core.training.xla_options import legacy_fusion_options
 
 __all__ = [
     "ConditionalFlowPosterior",
@@ -378,7 +379,7 @@ def _compiled_initialiser(spec: _ModelSpec) -> Any:
         # Leaves only: the tree structure carries the (placeholder) standardisation.
         lowered = jax.jit(lambda k: jax.tree.leaves(eqx.filter(_init_model(weights_spec, k), eqx.is_array))).lower(key)
         try:
-            compiled = lowered.compile(compiler_options=_INIT_COMPILER_OPTIONS)
+            compiled = lowered.compile(compiler_options=legacy_fusion_options(**_INIT_COMPILER_OPTIONS))
         except Exception:  # noqa: BLE001 - a backend without these options: default compile
             compiled = lowered.compile()
         compiled = _INIT_CACHE[weights_spec] = compiled

@@ -77,10 +77,12 @@ class LowOptimizationJit:
 
     For small kernels that run a few times per fit (the per-epoch stability diagnostics): they
     compile ~2x faster and run a little slower, which is a net win at tens of epochs.
+    ``compiler_options`` are added to :data:`LOW_OPTIMIZATION_COMPILER_OPTIONS`.
     """
 
-    def __init__(self, fn: Callable) -> None:
+    def __init__(self, fn: Callable, compiler_options: Mapping[str, Any] | None = None) -> None:
         self.fn = fn
+        self.compiler_options = {**LOW_OPTIMIZATION_COMPILER_OPTIONS, **(compiler_options or {})}
         self._cache: dict[Any, Any] = {}
 
     def __call__(self, *args: Any) -> Any:
@@ -92,15 +94,12 @@ class LowOptimizationJit:
         if compiled is None:
             lowered = jax.jit(lambda d: self.fn(*eqx.combine(d, static))).lower(dynamic)
             try:
-                compiled = lowered.compile(compiler_options=LOW_OPTIMIZATION_COMPILER_OPTIONS)
+                compiled = lowered.compile(compiler_options=self.compiler_options)
             except Exception:  # noqa: BLE001 - backend without these options
                 compiled = lowered.compile()
             self._cache[key] = compiled
         return compiled(dynamic)
 
-
-_diagnostics_kernel_low = LowOptimizationJit(stability_diagnostics)
-_diagnostics_kernel_full = eqx.filter_jit(stability_diagnostics)
 
 #: From this many expected calls on, the diagnostics compile with full optimisation. Measured on
 #: the two_moons bench model (2 cores): low optimisation compiles in 0.9 s and runs in 18 ms, full
@@ -108,16 +107,32 @@ _diagnostics_kernel_full = eqx.filter_jit(stability_diagnostics)
 #: epoch that improves the validation loss: nearly every epoch with a weight average).
 FULL_OPTIMIZATION_FROM_CALLS = 50
 
+# One kernel per (optimisation, compiler options): shared across fits, so each compiles once.
+_DIAGNOSTICS_KERNELS: dict[tuple, Callable] = {}
 
-def make_diagnostics_fn(seed: int, preprocessor: Any | None = None, expected_calls: int = 0) -> Callable:
+
+def _diagnostics_kernel(full_optimization: bool, compiler_options: Mapping[str, Any]) -> Callable:
+    key = (full_optimization, tuple(sorted(compiler_options.items())))
+    kernel = _DIAGNOSTICS_KERNELS.get(key)
+    if kernel is None:
+        if full_optimization:
+            kernel = eqx.filter_jit(stability_diagnostics, compiler_options=dict(compiler_options) or None)
+        else:
+            kernel = LowOptimizationJit(stability_diagnostics, compiler_options)
+        kernel = _DIAGNOSTICS_KERNELS.setdefault(key, kernel)
+    return kernel
+
+
+def make_diagnostics_fn(seed: int, preprocessor: Any | None = None, expected_calls: int = 0,
+                        compiler_options: Mapping[str, Any] | None = None) -> Callable:
     """Validation diagnostics for the trainer: first :data:`DIAGNOSTIC_ROWS` rows, jitted once.
 
     ``expected_calls`` (e.g. the epoch budget) picks the kernel's compilation: cheap to compile
     for short fits, fast to run for long ones (:data:`FULL_OPTIMIZATION_FROM_CALLS`).
+    ``compiler_options``: XLA options added to either (those of the fit's training kernels).
     """
     key = jax.random.PRNGKey(seed + 1)
-    kernel = (_diagnostics_kernel_full if expected_calls >= FULL_OPTIMIZATION_FROM_CALLS
-              else _diagnostics_kernel_low)
+    kernel = _diagnostics_kernel(expected_calls >= FULL_OPTIMIZATION_FROM_CALLS, compiler_options or {})
 
     def diagnostics(model, parameters, observations) -> dict[str, float]:
         n = min(DIAGNOSTIC_ROWS, int(np.shape(parameters)[0]))

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from sbi_core.training.xla_options import legacy_fusion_jit
+
 PyTree = Any
 
 
@@ -87,7 +89,7 @@ def assemble(trainable: PyTree, static: PyTree) -> eqx.Module:
     return eqx.combine(trainable, static)
 
 
-@eqx.filter_jit
+@legacy_fusion_jit
 def assemble_compiled(trainable: PyTree, static: PyTree) -> eqx.Module:
     """``assemble`` as one compiled call, for use outside the compiled loop.
 

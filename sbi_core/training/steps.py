@@ -9,6 +9,7 @@ per-step host synchronisation is needed to survive a bad batch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -218,21 +219,24 @@ class EpochKernels:
         steps: int,
         eval_chunk_size: int,
         batch_sharding: Any = None,
+        compiler_options: dict[str, Any] | None = None,
     ) -> None:
+        # XLA compiler options of every kernel (SBITrainer(compiler_options=...)); None: XLA's.
+        jit = functools.partial(eqx.filter_jit, compiler_options=compiler_options or None)
         # Donate params/opt-state/counters/key: XLA updates them in place; the first argument
         # (data + static model) is reused every epoch and must not be donated.
         donate = "all-except-first"
-        self.epoch = eqx.filter_jit(
+        self.epoch = jit(
             _bind(train_epoch, loss_fn, optimizer, batch_size, steps, batch_sharding=batch_sharding),
             donate=donate,
         )
-        self.step = eqx.filter_jit(_bind(_batch_step, loss_fn, optimizer), donate=donate)
-        self.evaluate = eqx.filter_jit(_bind(evaluate, eval_fn, eval_chunk_size))
-        self.evaluate_batch = eqx.filter_jit(_bind(_evaluate_batch, eval_fn))
+        self.step = jit(_bind(_batch_step, loss_fn, optimizer), donate=donate)
+        self.evaluate = jit(_bind(evaluate, eval_fn, eval_chunk_size))
+        self.evaluate_batch = jit(_bind(_evaluate_batch, eval_fn))
         # One compiled call each instead of one eager dispatch (and compile) per leaf shape:
         # eager per-leaf ops were a visible share of start-up time.
-        self.init = eqx.filter_jit(_bind(_init_state, optimizer))
-        self.copy = eqx.filter_jit(_copy_tree)
+        self.init = jit(_bind(_init_state, optimizer))
+        self.copy = jit(_copy_tree)
 
 
 def _init_state(optimizer: optax.GradientTransformation, params: PyTree):

@@ -100,6 +100,9 @@ class SBITrainer:
         overlap_compilation: Compile the validation pass (and the diagnostics) in a background
             thread while the first epoch compiles and runs (XLA compiles outside the GIL, so
             on two or more cores the compilations overlap). Results are unchanged.
+        compiler_options: XLA compiler options for the epoch, step and validation kernels
+            (e.g. :func:`sbi_core.training.xla_options.legacy_fusion_options`); default: XLA's.
+            They change code generation, not the computation: values agree to float32 rounding.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class SBITrainer:
         data_parallel: dp.DataParallel | Any = False,
         diagnostics_epochs: str = "every",
         overlap_compilation: bool = True,
+        compiler_options: Mapping[str, Any] | None = None,
     ) -> None:
         check_positive_int("SBITrainer", "seed", seed, minimum=0)
         check_positive_int("SBITrainer", "max_consecutive_nonfinite_steps",
@@ -137,6 +141,10 @@ class SBITrainer:
             raise ValueError(f"SBITrainer: diagnostics_epochs must be 'every' or 'candidates', got {diagnostics_epochs!r}")
         self.diagnostics_epochs = diagnostics_epochs
         self.overlap_compilation = bool(overlap_compilation)
+        if compiler_options is not None and not isinstance(compiler_options, Mapping):
+            raise ValueError(f"SBITrainer: compiler_options must be a mapping of XLA option names to values, got {compiler_options!r}")
+        # Sorted items: hashable, so fits with the same options share compiled kernels.
+        self.compiler_options = tuple(sorted((compiler_options or {}).items()))
         self._warmup: threading.Thread | None = None
 
     def fit(
@@ -200,8 +208,8 @@ class SBITrainer:
         mesh = dp.resolve_mesh(self.data_parallel)
         if mesh is not None:
             dp.check_batch_size(mesh, batch_size)
-        key = (train_loss, eval_loss, self.optimization, batch_size, steps, self.eval_chunk_size)
-        key += (mesh,) if mesh is not None else ()
+        key = (train_loss, eval_loss, self.optimization, batch_size, steps, self.eval_chunk_size, mesh,
+               self.compiler_options)
         try:
             hash(key)
         except TypeError:  # e.g. a loss that is an equinox Module holding arrays: not cacheable
@@ -459,6 +467,7 @@ def _compiled_kernels(
     steps: int,
     eval_chunk_size: int,
     mesh: Any = None,
+    compiler_options: tuple[tuple[str, Any], ...] = (),
 ) -> tuple[EpochKernels, Any, tuple[float, ...]]:
     """Kernels shared by fits with the same losses and settings (resume, sweeps, tests).
 
@@ -468,7 +477,7 @@ def _compiled_kernels(
     optimizer, schedule = build_optimizer(optimization, steps)
     sharding = None if mesh is None else dp.batch_sharding(mesh)
     kernels = EpochKernels(train_loss, eval_loss, optimizer, batch_size, steps, eval_chunk_size,
-                           batch_sharding=sharding)
+                           batch_sharding=sharding, compiler_options=dict(compiler_options))
     # The rate at the first step of every epoch, for the history.
     rates = learning_rates_at(schedule, [e * steps for e in range(optimization.num_epochs)])
     return kernels, optimizer, tuple(rates)

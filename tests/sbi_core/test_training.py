@@ -167,7 +167,7 @@ def test_fit_trains_records_history_and_calls_back():
     assert result.best_validation_loss == min(history["validation_loss"])
     assert history["learning_rate"][1] > history["learning_rate"][-1]  # cosine decay recorded
     assert [c[0] for c in calls] == [1, 2, 3, 4, 5, 6]
-    kernels = _compiled_kernels(noisy_mse, mse_eval, REGRESSION, 32, 4, 4096)[0]
+    kernels = _compiled_kernels(noisy_mse, mse_eval, REGRESSION, 32, 4, 4096, None, ())[0]
     assert kernels.epoch._cached._cache_size() == 1  # six epochs, one compilation
     assert {"train_loss", "validation_loss", "best_validation_loss"} <= set(calls[-1][1])
     # The caller's model was not donated away, and the returned one evaluates to the best loss.
@@ -182,7 +182,7 @@ def test_early_stopping_restores_best_weights():
     # initial weights included).
     config = OptimizationConfig(learning_rate=0.05, batch_size=8, num_epochs=40,
                                 gradient_clip_norm=None)
-    kernels = _compiled_kernels(pull_to_zero, distance_to_half, config, 8, 1, 4096)[0]
+    kernels = _compiled_kernels(pull_to_zero, distance_to_half, config, 8, 1, 4096, None, ())[0]
     assert kernels.epoch._cached._cache_size() == 1
     val = result.history["validation_loss"]
     assert result.stopped_early and result.epochs_run < 40
@@ -269,7 +269,7 @@ def test_streaming_source_and_small_splits():
         validation_data=StreamingData(FakeStore(validation), split="validation"),
         validation_diagnostics=lambda m, p, o: {"n": p.shape[0]})
     assert streamed.steps_per_epoch == 3 and streamed.history["n"] == [10.0] * 3
-    kernels = _compiled_kernels(noisy_mse, mse_eval, config, 8, 3, 16)[0]
+    kernels = _compiled_kernels(noisy_mse, mse_eval, config, 8, 3, 16, None, ())[0]
     assert kernels.step._cached._cache_size() == 1  # nine streamed steps, one compilation
     assert all(np.isfinite(streamed.history["validation_loss"]))
     assert scalar_fit(batch_size=64).steps_per_epoch == 1  # 8 samples become one batch
