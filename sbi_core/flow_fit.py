@@ -79,7 +79,7 @@ def _artifacts(result: Any, info: dict[str, Any], wall: float, diagnostics: dict
 
 #: Flow families whose training kernels compile with XLA:CPU's legacy fusion emitter
 #: (:mod:`sbi_core.training.xla_options`). Measured on the two_moons bench models (2 cores), the
-#: spline flow's epochs ran 0.141 -> 0.120 s with it; the affine, autoregressive and
+#: spline flow's epochs ran 0.141 -> 0.114-0.121 s with it; the affine, autoregressive and
 #: neural-autoregressive flows' ran 3-10% slower, which a fit of 100+ epochs does not win back
 #: from their ~0.7-0.9 s faster compile.
 LEGACY_FUSION_FAMILIES = frozenset({"spline"})

@@ -6,7 +6,7 @@ Measured on the two_moons bench models (2 shared cores; ``docs/decisions.md``, "
 emitters"; ``benchmarks/NOTES.md``, section 9):
 
 - compilation is faster for every model we train (first epoch 0.7-1.2 s shorter);
-- the spline flow's epochs run faster (0.141 -> 0.120 s), the other flow families' and flow
+- the spline flow's epochs run faster (0.141 -> 0.114-0.121 s), the other flow families' and flow
   matching's run 3-16% slower.
 
 So the choice is per kernel: the spline flow's training kernels take these options (via
